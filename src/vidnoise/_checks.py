@@ -1,0 +1,129 @@
+"""Argument checks shared by every module.
+
+Each check raises ``ValueError`` (bad value) or ``TypeError`` (bad type) with a message that
+names the argument, the value received and the valid range, so bad input never fails later
+with a shape error from deep inside torch.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_int(name: str, value, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """Return ``value`` as an int, or raise if it is not an integer in [minimum, maximum]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        hi = "" if maximum is None else f" and <= {maximum}"
+        raise ValueError(f"{name} must be >= {minimum}{hi}, got {value}")
+    if maximum is not None and value > maximum:
+        lo = "" if minimum is None else f">= {minimum} and "
+        raise ValueError(f"{name} must be {lo}<= {maximum}, got {value}")
+    return value
+
+
+def check_float(
+    name: str,
+    value,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    allow_inf: bool = False,
+) -> float:
+    """Return ``value`` as a finite float inside the given interval, or raise naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    lo_b = "(" if low_open else "["
+    hi_b = ")" if high_open else "]"
+    rng = f"{lo_b}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi_b}"
+    if math.isnan(value):
+        raise ValueError(f"{name} must be a number in {rng}, got nan")
+    bad = (
+        (low is not None and (value < low or (low_open and value == low)))
+        or (high is not None and (value > high or (high_open and value == high)))
+        or (math.isinf(value) and not allow_inf)
+    )
+    if bad:
+        raise ValueError(f"{name} must be in {rng}, got {value}")
+    return value
+
+
+def check_choice(name: str, value, choices: Sequence):
+    """Raise unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_floating_dtype(name: str, dtype) -> torch.dtype:
+    """Return ``dtype`` (default: torch's default dtype) if it is a floating dtype."""
+    if dtype is None:
+        return torch.get_default_dtype()
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"{name} must be a torch.dtype, got {dtype!r}")
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(
+            f"{name} must be a floating dtype (float16, bfloat16, float32, float64), got {dtype}"
+        )
+    return dtype
+
+
+def check_tensor(name: str, x, *, ndims: Sequence[int] | None = None, floating: bool = True):
+    """Raise unless ``x`` is a tensor (of a floating dtype, with one of ``ndims`` dims)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if floating and x.dtype not in FLOAT_DTYPES:
+        raise ValueError(
+            f"{name} must have a floating dtype (float16, bfloat16, float32, float64), "
+            f"got {x.dtype}"
+        )
+    if ndims is not None and x.dim() not in ndims:
+        allowed = " or ".join(str(n) for n in ndims)
+        raise ValueError(f"{name} must have {allowed} dims, got shape {tuple(x.shape)}")
+    return x
+
+
+def check_shape(name: str, shape) -> tuple[int, ...]:
+    """Normalise an int or a sequence of non-negative ints to a tuple."""
+    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
+        shape = (int(shape),)
+    if not isinstance(shape, (Sequence, torch.Size)) or isinstance(shape, str):
+        raise TypeError(f"{name} must be an int or a sequence of ints, got {shape!r}")
+    out = []
+    for s in shape:
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
+            raise TypeError(f"{name} must contain ints, got {shape!r}")
+        if s < 0:
+            raise ValueError(f"{name} must contain sizes >= 0, got {tuple(shape)}")
+        out.append(int(s))
+    return tuple(out)
+
+
+def sigma_tensor(name: str, sigma, like: torch.Tensor, *, low=None, high=None) -> torch.Tensor:
+    """Turn a float or a (B,) tensor ``sigma`` into a tensor broadcastable against ``like``.
+
+    A float gives a 0-d tensor; a (B,) tensor (B = like.shape[0]) is reshaped to
+    (B, 1, ..., 1). Values are checked on the host only for Python floats (no device sync).
+    """
+    if isinstance(sigma, torch.Tensor):
+        if sigma.dim() == 0:
+            return sigma.to(like.device)
+        if sigma.dim() != 1 or (like.dim() > 0 and sigma.shape[0] != like.shape[0]):
+            raise ValueError(
+                f"{name} must be a float or a tensor of shape (B,) = ({like.shape[0] if like.dim() else 0},)"
+                f" matching dim 0 of the input, got shape {tuple(sigma.shape)}"
+            )
+        return sigma.to(like.device).reshape(sigma.shape[0], *([1] * (like.dim() - 1)))
+    value = check_float(name, sigma, low=low, high=high)
+    return torch.tensor(value, dtype=torch.float64, device=like.device)

@@ -1,0 +1,451 @@
+"""Seeded Gaussian noise, block-correlated noise, variance-exact resampling and noise pyramids.
+
+Every random function takes ``generator=``: one ``torch.Generator``, or a sequence of them
+with one per item of dim 0. With a sequence, item ``i`` depends only on generator ``i``, so
+the same seed gives the same sample whatever the batch size or the sample's position in it.
+Noise is drawn in float32 (float64 if that dtype is asked for) and then cast, so
+half-precision noise is the rounding of the float32 draw.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from vidnoise._checks import (
+    check_choice,
+    check_float,
+    check_floating_dtype,
+    check_int,
+    check_shape,
+    check_tensor,
+)
+
+__all__ = [
+    "randn",
+    "rand",
+    "block_noise",
+    "block_basis",
+    "resample_noise",
+    "resample_variance",
+    "noise_pyramid",
+    "as_generators",
+]
+
+GeneratorLike = torch.Generator | Sequence[torch.Generator] | None
+
+
+# ----------------------------------------------------------------------------- generators
+def as_generators(generator: GeneratorLike, batch: int, *, name: str = "generator"):
+    """Normalise ``generator`` to ``None``, one generator, or a list of ``batch`` generators.
+
+    Raises ``TypeError`` for anything else and ``ValueError`` when a sequence does not have
+    one generator per item of dim 0.
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    if isinstance(generator, Sequence) and not isinstance(generator, str):
+        gens = list(generator)
+        for g in gens:
+            if not isinstance(g, torch.Generator):
+                raise TypeError(
+                    f"{name} must be a torch.Generator or a sequence of them, "
+                    f"got an item of type {type(g).__name__}"
+                )
+        if len(gens) != batch:
+            raise ValueError(
+                f"{name} as a sequence must have one generator per item of dim 0 "
+                f"({batch}), got {len(gens)}"
+            )
+        return gens
+    raise TypeError(
+        f"{name} must be a torch.Generator, a sequence of them, or None, "
+        f"got {type(generator).__name__}"
+    )
+
+
+def _resolve_device(generator, device, name="generator") -> torch.device:
+    gen_dev = None
+    if isinstance(generator, torch.Generator):
+        gen_dev = generator.device
+    elif isinstance(generator, list) and generator:
+        gen_dev = generator[0].device
+        for g in generator:
+            if g.device != gen_dev:
+                raise ValueError(
+                    f"{name}: all generators must be on one device, got {gen_dev} and {g.device}"
+                )
+    if device is None:
+        return gen_dev if gen_dev is not None else torch.device("cpu")
+    device = torch.device(device)
+    if gen_dev is not None and gen_dev.type != device.type:
+        raise ValueError(
+            f"{name} is on device {gen_dev} but device={device} was asked for; "
+            f"pass a generator created on {device.type} or leave device=None"
+        )
+    return device
+
+
+def _draw(kind: str, shape, generator, device, dtype) -> torch.Tensor:
+    shape = check_shape("shape", shape)
+    dtype = check_floating_dtype("dtype", dtype)
+    gens = as_generators(generator, shape[0] if shape else 0)
+    if isinstance(gens, list) and not shape:
+        raise ValueError("generator as a sequence needs a shape with at least one dim")
+    device = _resolve_device(gens, device)
+    draw_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    out = torch.empty(shape, dtype=draw_dtype, device=device)
+    if isinstance(gens, list):
+        for i, g in enumerate(gens):
+            view = out[i]
+            if kind == "normal":
+                view.normal_(generator=g)
+            else:
+                view.uniform_(generator=g)
+    elif kind == "normal":
+        out.normal_(generator=gens)
+    else:
+        out.uniform_(generator=gens)
+    return out if draw_dtype == dtype else out.to(dtype)
+
+
+def randn(shape, *, generator: GeneratorLike = None, device=None, dtype=None) -> torch.Tensor:
+    """Standard normal noise of ``shape``.
+
+    ``generator`` may be one ``torch.Generator`` or a sequence with one per item of dim 0;
+    with a sequence, item ``i`` is ``torch.randn(shape[1:], generator=generator[i])``, so it
+    depends only on generator ``i``. The draw is made in float32 (float64 when
+    ``dtype=torch.float64``) and cast to ``dtype``.
+
+    Args:
+        shape: an int or a sequence of non-negative ints.
+        generator: None, a generator, or one generator per item of dim 0.
+        device: defaults to the generator's device (CPU without one); must match it.
+        dtype: a floating dtype (default: torch's default dtype).
+    """
+    return _draw("normal", shape, generator, device, dtype)
+
+
+def rand(shape, *, generator: GeneratorLike = None, device=None, dtype=None) -> torch.Tensor:
+    """Uniform noise on [0, 1) of ``shape``, with the same generator rules as :func:`randn`."""
+    return _draw("uniform", shape, generator, device, dtype)
+
+
+# ----------------------------------------------------------------------------- block noise
+@functools.lru_cache(maxsize=64)
+def block_basis(m: int, gamma: float) -> tuple[torch.Tensor, bool]:
+    """Mixing matrix ``M`` (m x k, float64) with ``M Mᵀ = (1+γ)I - γ·11ᵀ``.
+
+    The block covariance has eigenvalue ``1-(m-1)γ`` on the mean direction ``1/√m`` and
+    ``1+γ`` on its orthogonal complement (spanned here by Helmert vectors). ``n = M w`` with
+    ``w ~ N(0, I_k)`` has exactly that covariance. At the singular end ``γ = 1/(m-1)`` the mean
+    eigenvalue is 0, its column is dropped and ``k = m - 1`` (fewer normals than elements);
+    the returned flag says so.
+    """
+    basis = torch.zeros(m, m, dtype=torch.float64)
+    basis[:, 0] = 1.0 / math.sqrt(m)
+    for j in range(1, m):  # Helmert: (1, .., 1, -j, 0, ..) / sqrt(j (j+1))
+        basis[:j, j] = 1.0
+        basis[j, j] = -float(j)
+        basis[:, j] /= math.sqrt(j * (j + 1))
+    lam_mean = max(1.0 - (m - 1) * gamma, 0.0)
+    scales = torch.full((m,), math.sqrt(1.0 + gamma), dtype=torch.float64)
+    scales[0] = math.sqrt(lam_mean)
+    mix = basis * scales
+    singular = m > 1 and lam_mean <= 1e-12
+    if singular:
+        mix = mix[:, 1:]
+    return mix.contiguous(), singular
+
+
+def _check_block(shape: tuple[int, ...], block) -> tuple[int, ...]:
+    if isinstance(block, int) and not isinstance(block, bool):
+        block = (block,)
+    if not isinstance(block, Sequence) or not block:
+        raise TypeError(f"block must be a non-empty tuple of ints, got {block!r}")
+    block = tuple(check_int("block", b, minimum=1) for b in block)
+    if len(block) > len(shape):
+        raise ValueError(
+            f"block {block} has more dims than shape {shape}; blocks tile the last "
+            f"len(block) dims"
+        )
+    tail = shape[len(shape) - len(block) :]
+    for size, b in zip(tail, block):
+        if size % b:
+            raise ValueError(
+                f"shape {shape}: the last {len(block)} dims {tail} must be divisible by "
+                f"block {block}"
+            )
+    return block
+
+
+def block_noise(
+    shape,
+    *,
+    gamma: float = 1 / 3,
+    block=(2, 2),
+    generator: GeneratorLike = None,
+    device=None,
+    dtype=None,
+) -> torch.Tensor:
+    """Gaussian noise with correlation ``-gamma`` inside blocks, independent across blocks.
+
+    Blocks tile the last ``len(block)`` dims (``(2, 2)`` spatial, ``(1, 2, 2)`` on (T, H, W)).
+    Each block of ``m = prod(block)`` elements has covariance ``(1+γ)I - γ·11ᵀ``: unit
+    variance, correlation ``-γ`` between any two elements of the block. Valid for
+    ``0 <= γ <= 1/(m-1)``. The closed form (math note, section 2) with ``z ~ N(0, I)`` and
+    ``b`` the block mean of ``z`` is ``n = sqrt(1+γ)(z - b) + sqrt(1-(m-1)γ)·b``; it is
+    implemented through the block eigenbasis (:func:`block_basis`), with no per-block loop and
+    no Cholesky. At the singular end ``γ = 1/(m-1)`` only ``m-1`` normals are drawn per block
+    and every block sums to zero up to rounding.
+
+    This is the renoising noise of Pyramid-Flow's stage jump (γ = 1/3 on 2x2 blocks).
+    With a sequence of generators, item ``i`` of dim 0 depends only on generator ``i``.
+    """
+    shape = check_shape("shape", shape)
+    dtype = check_floating_dtype("dtype", dtype)
+    block = _check_block(shape, block)
+    m = math.prod(block)
+    gmax = 1.0 / (m - 1) if m > 1 else math.inf
+    gamma = check_float("gamma", gamma, low=0.0, high=gmax if m > 1 else None)
+    nb = len(block)
+    prefix = shape[: len(shape) - nb]
+    counts = tuple(s // b for s, b in zip(shape[len(shape) - nb :], block))
+    gens = as_generators(generator, shape[0] if shape else 0)
+    if isinstance(gens, list) and not prefix and block[0] > 1:
+        raise ValueError(
+            f"with one generator per item of dim 0, block {block} must not mix items of "
+            f"dim 0 (its first size must be 1 when it covers dim 0)"
+        )
+    draw_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    if m == 1 or gamma == 0.0:
+        return randn(shape, generator=generator, device=device, dtype=dtype)
+    mix, _ = block_basis(m, gamma)
+    k = mix.shape[1]
+    device = _resolve_device(gens, device)
+    # w: (*prefix, *counts, k) iid normals; y = w @ Mᵀ: (*prefix, *counts, m)
+    w = randn((*prefix, *counts, k), generator=gens, device=device, dtype=draw_dtype)
+    y = torch.matmul(w, mix.to(device=device, dtype=draw_dtype).t())
+    # interleave: (*prefix, c0, .., c_{nb-1}, b0, .., b_{nb-1}) -> (*prefix, c0, b0, c1, b1, ..)
+    y = y.view(*prefix, *counts, *block)
+    p = len(prefix)
+    order = list(range(p))
+    for i in range(nb):
+        order += [p + i, p + nb + i]
+    out = y.permute(order).reshape(shape)
+    return out if draw_dtype == dtype else out.to(dtype)
+
+
+# ----------------------------------------------------------------------------- resampling
+_MODES_2D = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
+_MODES_3D = ("nearest", "nearest-exact", "trilinear", "area")
+
+
+def _torch_mode(mode: str, dims: int) -> str:
+    if dims == 3 and mode == "bilinear":
+        return "trilinear"
+    allowed = _MODES_2D if dims == 2 else _MODES_3D + ("bilinear",)
+    check_choice("mode", mode, allowed)
+    return mode
+
+
+@functools.lru_cache(maxsize=256)
+def _axis_sq_weights(
+    n_in: int, n_out: int, scale, mode: str, dims: int, axis: int, antialias: bool
+) -> torch.Tensor:
+    """Σ_j W_ij² for the 1-D resampling weights of one axis (float64, length n_out).
+
+    The weights are read off by resampling an identity matrix with the same mode, size or
+    scale factor and antialias setting along ``axis`` and size 1 along the other axes.
+    """
+    # The other axes get size 4 resampled to 4 (the identity for every mode). Size 1 is
+    # avoided on purpose: torch's antialiased kernels mishandle a width-1 axis.
+    other = 4
+    eye = torch.eye(n_in, dtype=torch.float64)
+    spatial = [1] * dims
+    spatial[axis] = n_in
+    x = eye.reshape(n_in, 1, *spatial)
+    x = x.expand(n_in, 1, *[n_in if d == axis else other for d in range(dims)]).contiguous()
+    kwargs = {}
+    if scale is not None:
+        sf = [1.0] * dims
+        sf[axis] = scale
+        kwargs["scale_factor"] = tuple(sf)
+    else:
+        size = [other] * dims
+        size[axis] = n_out
+        kwargs["size"] = tuple(size)
+    if mode in ("bilinear", "bicubic", "trilinear"):
+        kwargs["align_corners"] = False
+    if antialias:
+        kwargs["antialias"] = True
+    y = F.interpolate(x, mode=mode, **kwargs)
+    index = [slice(None), 0] + [slice(None) if d == axis else 0 for d in range(dims)]
+    y = y[tuple(index)]  # y[j, i] = W[i, j]
+    if y.shape[1] != n_out:
+        raise RuntimeError("internal: resampling weight size mismatch")  # pragma: no cover
+    return (y * y).sum(0)
+
+
+def _resample_args(noise, size, scale_factor, mode, dims, antialias):
+    check_tensor("noise", noise, ndims=(4, 5) if dims == 2 else (5,))
+    check_choice("dims", dims, (2, 3))
+    tmode = _torch_mode(mode, dims)
+    if antialias and tmode not in ("bilinear", "bicubic"):
+        raise ValueError(
+            f"antialias=True is only defined for mode 'bilinear' or 'bicubic' with dims=2, "
+            f"got mode={mode!r}, dims={dims}"
+        )
+    in_sizes = tuple(noise.shape[-dims:])
+    if (size is None) == (scale_factor is None):
+        raise ValueError("give exactly one of size and scale_factor")
+    scales = None
+    if size is not None:
+        if isinstance(size, int) and not isinstance(size, bool):
+            size = (size,) * dims
+        size = check_shape("size", size)
+        if len(size) != dims:
+            raise ValueError(f"size must have {dims} entries for dims={dims}, got {size}")
+        out_sizes = size
+    else:
+        if isinstance(scale_factor, (int, float)) and not isinstance(scale_factor, bool):
+            scale_factor = (float(scale_factor),) * dims
+        scale_factor = tuple(
+            check_float("scale_factor", s, low=0.0, low_open=True) for s in scale_factor
+        )
+        if len(scale_factor) != dims:
+            raise ValueError(
+                f"scale_factor must have {dims} entries for dims={dims}, got {scale_factor}"
+            )
+        scales = scale_factor
+        out_sizes = tuple(int(math.floor(n * s)) for n, s in zip(in_sizes, scales))
+    for n_in, n_out in zip(in_sizes, out_sizes):
+        if n_out < 1 or n_in < 1:
+            raise ValueError(
+                f"resampling {in_sizes} to {out_sizes}: every size must stay >= 1"
+            )
+    return tmode, in_sizes, out_sizes, scales
+
+
+def resample_variance(
+    in_sizes, out_sizes, *, mode: str = "bilinear", dims: int = 2, antialias: bool = False,
+    scale_factor=None,
+) -> torch.Tensor:
+    """Per-position variance ``Var(y_i) = Σ_j W_ij²`` of resampled unit white noise.
+
+    Returns a float64 tensor of shape ``out_sizes``: the outer product of the per-axis sums of
+    squared 1-D weights (bilinear, bicubic, area, nearest and their antialiased forms are
+    separable). For an exact 2x bilinear or area reduction every entry is 1/4.
+    """
+    tmode = _torch_mode(mode, dims)
+    var = torch.ones((), dtype=torch.float64)
+    for axis, (n_in, n_out) in enumerate(zip(in_sizes, out_sizes)):
+        sc = None if scale_factor is None else float(scale_factor[axis])
+        v = _axis_sq_weights(int(n_in), int(n_out), sc, tmode, dims, axis, bool(antialias))
+        shape = [1] * dims
+        shape[axis] = n_out
+        var = var * v.reshape(shape)
+    return var
+
+
+def resample_noise(
+    noise: torch.Tensor,
+    size=None,
+    *,
+    scale_factor=None,
+    mode: str = "bilinear",
+    dims: int = 2,
+    antialias: bool = False,
+) -> torch.Tensor:
+    """Resample white noise and rescale it to exactly unit variance at every position.
+
+    Resampling is linear, ``y = W n``, so for unit white noise ``Var(y_i) = Σ_j W_ij²``; the
+    output is ``y_i / sqrt(Σ_j W_ij²)``. The weights are those of
+    ``torch.nn.functional.interpolate`` for the given ``mode``, ``size`` / ``scale_factor``
+    and ``antialias`` (align_corners=False), and are separable, so the variance is the outer
+    product of per-axis factors read off from resampling an identity matrix.
+
+    For an exact 2x bilinear or area reduction the factor is exactly 2 everywhere, i.e. this
+    equals Pyramid-Flow's ``interpolate(noise, (h//2, w//2), mode='bilinear') * 2``. That
+    constant is wrong for other cases (nearest: variance 4 after x2; bicubic 1.78; antialias
+    0.38-0.61; odd sizes vary by position); this function is right for all of them.
+
+    Upsampling is allowed: each output then has unit variance, but neighbouring outputs are
+    correlated (variance scaling cannot remove that). Non-integer ratios also leave
+    correlation between neighbours; measure it with :func:`vidnoise.diagnostics.noise_report`.
+
+    Args:
+        noise: (B, C, H, W) or (B, C, T, H, W) floating tensor of unit white noise.
+        size / scale_factor: output size of the resampled dims (exactly one of them).
+        mode: 'nearest', 'nearest-exact', 'bilinear', 'bicubic', 'area' ('trilinear' or
+            'bilinear' for dims=3; bicubic is 2-D only).
+        dims: 2 resamples (H, W) per frame (5-D input is treated frame by frame);
+            3 resamples (T, H, W) of 5-D input.
+        antialias: torch's antialias flag (bilinear / bicubic, dims=2 only).
+    """
+    check_choice("dims", dims, (2, 3))
+    tmode, in_sizes, out_sizes, scales = _resample_args(
+        noise, size, scale_factor, mode, dims, antialias
+    )
+    var = resample_variance(
+        in_sizes, out_sizes, mode=tmode, dims=dims, antialias=antialias, scale_factor=scales
+    )
+    x = noise
+    work_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    framewise = dims == 2 and x.dim() == 5
+    if framewise:  # (B, C, T, H, W) -> (B, C*T, H, W): a free view, frames as channels
+        b, c, t, h, w = x.shape
+        x = x.reshape(b, c * t, h, w)
+    x = x.to(work_dtype)
+    kwargs = {"scale_factor": scales} if scales is not None else {"size": out_sizes}
+    if tmode in ("bilinear", "bicubic", "trilinear"):
+        kwargs["align_corners"] = False
+    if antialias:
+        kwargs["antialias"] = True
+    if x.numel() == 0:
+        y = x.new_zeros((*x.shape[:2], *out_sizes))
+    else:
+        y = F.interpolate(x, mode=tmode, **kwargs)
+    inv = var.rsqrt()
+    if torch.allclose(inv, inv.flatten()[0].expand_as(inv), rtol=0, atol=0):
+        y = y.mul_(float(inv.flatten()[0]))  # uniform factor (e.g. exactly 2 at 2x)
+    else:
+        y = y.mul_(inv.to(device=y.device, dtype=y.dtype))
+    if framewise:
+        y = y.reshape(b, c, t, *out_sizes)
+    return y.to(noise.dtype) if y.dtype != noise.dtype else y
+
+
+def noise_pyramid(
+    noise: torch.Tensor, levels: int, *, mode: str = "bilinear", dims: int = 2
+) -> list[torch.Tensor]:
+    """Noise pyramid, coarsest level first, finest (``noise`` itself) last.
+
+    Level ``k-1`` is :func:`resample_noise` of level ``k`` to ``(h//2, w//2)`` (and ``t//2``
+    with ``dims=3``), so every level has unit variance per element and, for bilinear or area
+    at even sizes, equals Pyramid-Flow's ``interpolate(n_k, (h/2, w/2)) * 2`` (levels nested:
+    each coarse value is twice the mean of its 2x2 parents).
+
+    Raises ``ValueError`` when a halving would reach size zero.
+    """
+    check_tensor("noise", noise, ndims=(4, 5) if dims == 2 else (5,))
+    levels = check_int("levels", levels, minimum=1)
+    check_choice("dims", dims, (2, 3))
+    sizes = tuple(noise.shape[-dims:])
+    smallest = tuple(s >> (levels - 1) for s in sizes)
+    if min(smallest) < 1:
+        raise ValueError(
+            f"levels={levels}: halving sizes {sizes} {levels - 1} times reaches "
+            f"{smallest}; use levels <= {1 + int(math.log2(max(1, min(sizes))))}"
+        )
+    out = [noise]
+    cur = noise
+    for _ in range(levels - 1):
+        target = tuple(s // 2 for s in cur.shape[-dims:])
+        cur = resample_noise(cur, target, mode=mode, dims=dims)
+        out.append(cur)
+    return out[::-1]
