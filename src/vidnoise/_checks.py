@@ -120,9 +120,10 @@ def sigma_tensor(name: str, sigma, like: torch.Tensor, *, low=None, high=None) -
         if sigma.dim() == 0:
             return sigma.to(like.device)
         if sigma.dim() != 1 or (like.dim() > 0 and sigma.shape[0] != like.shape[0]):
+            batch = like.shape[0] if like.dim() else 0
             raise ValueError(
-                f"{name} must be a float or a tensor of shape (B,) = ({like.shape[0] if like.dim() else 0},)"
-                f" matching dim 0 of the input, got shape {tuple(sigma.shape)}"
+                f"{name} must be a float or a tensor of shape (B,) = ({batch},) matching "
+                f"dim 0 of the input, got shape {tuple(sigma.shape)}"
             )
         return sigma.to(like.device).reshape(sigma.shape[0], *([1] * (like.dim() - 1)))
     value = check_float(name, sigma, low=low, high=high)

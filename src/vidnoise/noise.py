@@ -90,7 +90,7 @@ def _resolve_device(generator, device, name="generator") -> torch.device:
     return device
 
 
-def _draw(kind: str, shape, generator, device, dtype) -> torch.Tensor:
+def _draw(kind: str, shape, generator, device, dtype, std: float = 1.0) -> torch.Tensor:
     shape = check_shape("shape", shape)
     dtype = check_floating_dtype("dtype", dtype)
     gens = as_generators(generator, shape[0] if shape else 0)
@@ -103,11 +103,11 @@ def _draw(kind: str, shape, generator, device, dtype) -> torch.Tensor:
         for i, g in enumerate(gens):
             view = out[i]
             if kind == "normal":
-                view.normal_(generator=g)
+                view.normal_(0.0, std, generator=g)
             else:
                 view.uniform_(generator=g)
     elif kind == "normal":
-        out.normal_(generator=gens)
+        out.normal_(0.0, std, generator=gens)
     else:
         out.uniform_(generator=gens)
     return out if draw_dtype == dtype else out.to(dtype)
@@ -224,9 +224,11 @@ def block_noise(
     draw_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     if m == 1 or gamma == 0.0:
         return randn(shape, generator=generator, device=device, dtype=dtype)
-    mix, _ = block_basis(m, gamma)
+    mix, singular = block_basis(m, gamma)
     k = mix.shape[1]
     device = _resolve_device(gens, device)
+    if singular and m == 4:
+        return _block_noise_4_singular(shape, prefix, counts, block, gens, device, dtype)
     # w: (*prefix, *counts, k) iid normals; y = w @ Mᵀ: (*prefix, *counts, m)
     w = randn((*prefix, *counts, k), generator=gens, device=device, dtype=draw_dtype)
     y = torch.matmul(w, mix.to(device=device, dtype=draw_dtype).t())
@@ -237,6 +239,54 @@ def block_noise(
     for i in range(nb):
         order += [p + i, p + nb + i]
     out = y.permute(order).reshape(shape)
+    return out if draw_dtype == dtype else out.to(dtype)
+
+
+def _interleaved_slots(out: torch.Tensor, prefix, counts, block) -> list[torch.Tensor]:
+    """Views of ``out`` holding in-block position p (row-major over block dims), each of
+    shape (*prefix, *counts)."""
+    inter = []
+    for c, b in zip(counts, block):
+        inter += [c, b]
+    view = out.view(*prefix, *inter)
+    p = len(prefix)
+    slots = []
+    for pos in range(math.prod(block)):
+        idx, rem = [], pos
+        for b in reversed(block):
+            idx.append(rem % b)
+            rem //= b
+        idx = idx[::-1]
+        sel = [slice(None)] * p
+        for i in idx:
+            sel += [slice(None), i]
+        slots.append(view[tuple(sel)])
+    return slots
+
+
+def _block_noise_4_singular(shape, prefix, counts, block, gens, device, dtype) -> torch.Tensor:
+    """Fast path for 4-element blocks at the singular end γ = 1/3 (Pyramid-Flow's case).
+
+    The covariance ``(4/3)(I - 11ᵀ/4)`` has the three non-constant Walsh-Hadamard vectors
+    (±1/2 entries) as eigenvectors with eigenvalue 4/3. With ``a, b, c ~ N(0, s²)``,
+    ``s = sqrt(4/3)/2`` (three normals per block, scale folded into the draw):
+
+        n_0 =  a + b + c,   n_1 = -a + b - c,   n_2 = a - b - c,   n_3 = -a - b + c
+
+    written straight into the interleaved output layout (no permute copy).
+    """
+    draw_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    p = len(prefix)
+    w = _draw("normal", (*prefix, 3, *counts), gens, device, draw_dtype, std=math.sqrt(1 / 3))
+    a, b, c = w.unbind(p)
+    out = torch.empty(shape, dtype=draw_dtype, device=device)
+    s0, s1, s2, s3 = _interleaved_slots(out, prefix, counts, block)
+    plus = a + c  # a + c
+    minus = a - c  # a - c
+    torch.add(plus, b, out=s0)  # a + b + c
+    torch.sub(b, plus, out=s1)  # -a + b - c
+    torch.sub(minus, b, out=s2)  # a - b - c
+    torch.add(minus, b, out=s3).neg_()  # -a - b + c
     return out if draw_dtype == dtype else out.to(dtype)
 
 
