@@ -447,6 +447,7 @@ def resample_noise(
     x = noise
     work_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     framewise = dims == 2 and x.dim() == 5
+    b = c = t = 0
     if framewise:  # (B, C, T, H, W) -> (B, C*T, H, W): a free view, frames as channels
         b, c, t, h, w = x.shape
         x = x.reshape(b, c * t, h, w)
@@ -456,8 +457,19 @@ def resample_noise(
         kwargs["align_corners"] = False
     if antialias:
         kwargs["antialias"] = True
+    exact_half = (
+        tmode in ("bilinear", "trilinear", "area")
+        and not antialias
+        and all(n == 2 * o for n, o in zip(in_sizes, out_sizes))
+    )
     if x.numel() == 0:
         y = x.new_zeros((*x.shape[:2], *out_sizes))
+    elif exact_half and dims == 2:
+        # exact 2x bilinear/area reduction == 2x2 mean; the factor sqrt(1/var) is exactly 2,
+        # so sum/2 in one pass (== interpolate(...) * 2 up to rounding)
+        return _restore(F.avg_pool2d(x, 2, divisor_override=2), noise, framewise, b, c, t)
+    elif exact_half:
+        y = F.avg_pool3d(x, 2)
     else:
         y = F.interpolate(x, mode=tmode, **kwargs)
     inv = var.rsqrt()
@@ -465,8 +477,12 @@ def resample_noise(
         y = y.mul_(float(inv.flatten()[0]))  # uniform factor (e.g. exactly 2 at 2x)
     else:
         y = y.mul_(inv.to(device=y.device, dtype=y.dtype))
+    return _restore(y, noise, framewise, b, c, t)
+
+
+def _restore(y, noise, framewise, b, c, t):
     if framewise:
-        y = y.reshape(b, c, t, *out_sizes)
+        y = y.reshape(b, c, t, *y.shape[-2:])
     return y.to(noise.dtype) if y.dtype != noise.dtype else y
 
 
