@@ -6,8 +6,8 @@
 * :func:`rollout`      (autoregressive generation with conditioning-frame noise)
 * :func:`cfg`, :func:`dynamic_cfg` (classifier-free guidance)
 
-Names are resolved lazily from the submodules ``flow``, ``edm``, ``pyramid``, ``rollout``
-and ``guidance``.
+Names are resolved lazily from the submodules ``flow``, ``edm``, ``pyramid``,
+``autoregressive`` and ``guidance``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ _EXPORTS = {
     "sample_flow": "flow",
     "sample_edm": "edm",
     "sample_pyramid": "pyramid",
-    "rollout": "rollout",
+    "rollout": "autoregressive",
     "cfg": "guidance",
     "dynamic_cfg": "guidance",
 }

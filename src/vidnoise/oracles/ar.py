@@ -1,0 +1,96 @@
+"""Linear-Gaussian autoregressive frames with the exact conditional denoiser (rollout studies).
+
+``x_{t+1} = a·x_t + w``, ``w ~ N(0, q·I)``, elementwise on frames of any shape. Given the
+previous frame the next one is ``N(a·x_t, q·I)``, so every noisy-path posterior is exact:
+for ``x = A·x_{t+1} + B·ε``, ``E[x_{t+1} | x, x_t] = m + A q (A² q + B²)⁻¹ (x - A m)`` with
+``m = a·x_t``. With ``|a| < 1`` the stationary variance is ``q/(1 - a²)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from vidnoise._checks import check_float, check_int, check_tensor
+from vidnoise.noise import randn
+
+__all__ = ["LinearGaussianAR"]
+
+
+def _sigma_like(sigma, x: torch.Tensor) -> torch.Tensor:
+    s = torch.as_tensor(sigma, dtype=torch.float64, device=x.device)
+    if s.dim() == 0:
+        return s
+    if s.dim() != 1 or s.shape[0] not in (1, x.shape[0]):
+        raise ValueError(
+            f"sigma must be a float or a (B,) tensor with B = {x.shape[0]}, got {tuple(s.shape)}"
+        )
+    return s.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+class LinearGaussianAR:
+    """``x_{t+1} = a·x_t + w``, ``w ~ N(0, q·I)``.
+
+    Args:
+        a: AR coefficient (finite real).
+        q: innovation variance, > 0.
+    """
+
+    def __init__(self, a: float, q: float):
+        self.a = check_float("a", a)
+        self.q = check_float("q", q, low=0.0, low_open=True)
+
+    @property
+    def stationary_var(self) -> float:
+        """``q/(1 - a²)``; raises for ``|a| >= 1`` (no stationary law)."""
+        if abs(self.a) >= 1.0:
+            raise ValueError(f"stationary_var needs |a| < 1, got a = {self.a}")
+        return self.q / (1.0 - self.a * self.a)
+
+    def sample_stationary(self, shape, generator=None, *, dtype=torch.float64) -> torch.Tensor:
+        """Frames drawn from the stationary law N(0, q/(1-a²))."""
+        return math.sqrt(self.stationary_var) * randn(shape, generator=generator, dtype=dtype)
+
+    def step(self, x_prev: torch.Tensor, generator=None) -> torch.Tensor:
+        """One true transition ``a·x_prev + sqrt(q)·ε``."""
+        check_tensor("x_prev", x_prev)
+        eps = randn(x_prev.shape, generator=generator, device=x_prev.device, dtype=x_prev.dtype)
+        return self.a * x_prev + math.sqrt(self.q) * eps
+
+    def sample(self, x_init: torch.Tensor, n_frames: int, generator=None) -> torch.Tensor:
+        """A true trajectory of ``n_frames`` frames after ``x_init`` (B, ...) → (B, n, ...)."""
+        n_frames = check_int("n_frames", n_frames, minimum=1)
+        out, x = [], x_init
+        for _ in range(n_frames):
+            x = self.step(x, generator)
+            out.append(x)
+        return torch.stack(out, dim=1)
+
+    def posterior_mean(self, x_prev: torch.Tensor, a_path, b_path, x: torch.Tensor):
+        """``E[x_next | A·x_next + B·ε = x, x_prev]`` (A, B floats or (B,) tensors)."""
+        check_tensor("x_prev", x_prev)
+        check_tensor("x", x)
+        if x_prev.shape != x.shape:
+            raise ValueError(
+                f"x_prev must have x's shape {tuple(x.shape)}, got {tuple(x_prev.shape)}"
+            )
+        A, B = _sigma_like(a_path, x), _sigma_like(b_path, x)
+        m = self.a * x_prev.to(torch.float64)
+        gain = A * self.q / (A * A * self.q + B * B)
+        return (m + gain * (x.to(torch.float64) - A * m)).to(x.dtype)
+
+    def denoiser(self, x_prev: torch.Tensor):
+        """Exact EDM denoiser given the previous frame:
+        ``D(x, σ) = a·x_prev + q/(q + σ²)·(x - a·x_prev)``."""
+        return lambda x, sigma: self.posterior_mean(x_prev, 1.0, sigma, x)
+
+    def velocity(self, x_prev: torch.Tensor):
+        """Exact flow velocity given the previous frame, ``v = (x - E[x_next | x])/σ``."""
+
+        def v(x, sigma):
+            s = _sigma_like(sigma, x)
+            x0 = self.posterior_mean(x_prev, 1.0 - s.reshape(-1), s.reshape(-1), x)
+            return ((x.to(torch.float64) - x0.to(torch.float64)) / s).to(x.dtype)
+
+        return v

@@ -1,0 +1,148 @@
+"""Private helpers of the samplers: grid reading, working dtype, progress bar.
+
+Everything here runs before a sampler's loop (on the host, on Python floats) or is a thin
+wrapper that adds no tensor work inside it, so the loops stay free of host syncs.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Sequence
+
+import torch
+
+from vidnoise._checks import FLOAT_DTYPES, check_tensor
+
+__all__ = ["read_grid", "work_dtype", "progress_range", "sigma_batch", "to_device"]
+
+
+def read_grid(
+    name: str,
+    sigmas,
+    *,
+    high: float | None = None,
+    end: float | None = 0.0,
+) -> list[float]:
+    """Read a sigma grid once as Python floats and check it.
+
+    ``sigmas`` is a 1-D tensor or a sequence of real numbers with at least two values,
+    strictly decreasing, finite and >= 0 (and <= ``high`` when given), ending at ``end``
+    when given. A tensor is copied to the host here, once, before any loop: pass the grid as a
+    CPU tensor or a list to avoid that single device sync on an accelerator.
+    """
+    if isinstance(sigmas, torch.Tensor):
+        if sigmas.dim() != 1:
+            raise ValueError(
+                f"{name} must be a 1-D tensor or a sequence of floats, got shape "
+                f"{tuple(sigmas.shape)}"
+            )
+        values = [float(v) for v in sigmas.detach().to("cpu", torch.float64).tolist()]
+    elif isinstance(sigmas, Sequence) and not isinstance(sigmas, str):
+        values = list(sigmas)
+        if not all(type(v) is float for v in values):  # fast path: a list of floats
+            for v in values:
+                if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                    raise TypeError(f"{name} must contain real numbers, got {v!r}")
+            values = [float(v) for v in values]
+    else:
+        raise TypeError(
+            f"{name} must be a 1-D tensor or a sequence of floats, got {type(sigmas).__name__}"
+        )
+    if len(values) < 2:
+        raise ValueError(
+            f"{name} must have at least 2 values (a start and an end), got {len(values)}"
+        )
+    rng = f"[0, {high}]" if high is not None else "[0, inf)"
+    for i, v in enumerate(values):
+        if not math.isfinite(v) or v < 0.0 or (high is not None and v > high):
+            raise ValueError(f"{name} must contain finite values in {rng}, got {name}[{i}] = {v}")
+    for i in range(len(values) - 1):
+        if not values[i + 1] < values[i]:
+            raise ValueError(
+                f"{name} must be strictly decreasing, got {name}[{i}] = {values[i]} and "
+                f"{name}[{i + 1}] = {values[i + 1]}"
+            )
+    if end is not None and values[-1] != end:
+        raise ValueError(f"{name} must end at {end}, got {name}[-1] = {values[-1]}")
+    return values
+
+
+def work_dtype(name: str, x: torch.Tensor) -> torch.dtype:
+    """The dtype updates accumulate in: float32 for half precision, else the input's dtype."""
+    check_tensor(name, x)
+    if x.dim() < 1:
+        raise ValueError(f"{name} must have a batch dim (dim 0), got a 0-d tensor")
+    if x.dtype not in FLOAT_DTYPES:  # pragma: no cover - check_tensor already raised
+        raise ValueError(f"{name} must be floating")
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def sigma_batch(values: Sequence[float], batch: int, dtype, device) -> torch.Tensor:
+    """All per-step sigma batches made once: row ``i`` is ``values[i]`` repeated ``batch``
+    times, so the loop only takes a row (a contiguous view: no allocation, no sync)."""
+    col = to_device(list(values), dtype, device)
+    return col[:, None].repeat(1, batch)
+
+
+def to_device(values, dtype, device) -> torch.Tensor:
+    """A host list as a tensor on ``device`` without a host sync: on CUDA the copy goes
+    through pinned memory with ``non_blocking=True`` (a plain copy from pageable memory
+    would synchronise the stream)."""
+    device = torch.device(device)
+    host = torch.tensor(values, dtype=dtype)
+    if device.type == "cpu":
+        return host
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
+
+
+def progress_range(n: int, progress: bool, desc: str):
+    """``range(n)``, wrapped in a tqdm bar when ``progress`` is true and tqdm is installed.
+
+    Without tqdm a single ``UserWarning`` says the bar is unavailable and the loop runs
+    unchanged.
+    """
+    if not progress:
+        return range(n)
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        warnings.warn(
+            "progress=True needs tqdm (pip install tqdm); running without a progress bar",
+            stacklevel=3,
+        )
+        return range(n)
+    return tqdm(range(n), desc=desc, leave=False)
+
+
+def check_callable(name: str, fn, *, optional: bool = False):
+    if fn is None and optional:
+        return None
+    if not callable(fn):
+        what = "a callable or None" if optional else "a callable"
+        raise TypeError(f"{name} must be {what}, got {type(fn).__name__}")
+    return fn
+
+
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_output(name: str, out, like: torch.Tensor) -> None:
+    """Check a model output's type and shape (shapes are host metadata: no sync)."""
+    if not isinstance(out, torch.Tensor) or out.shape != like.shape:
+        bad_output(name, out, like)
+
+
+def bad_output(name: str, out, like: torch.Tensor):
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"{name} must return a torch.Tensor, got {type(out).__name__}")
+    raise ValueError(
+        f"{name} must return a tensor of the input's shape {tuple(like.shape)}, got "
+        f"{tuple(out.shape)}"
+    )

@@ -1,0 +1,136 @@
+"""EDM sampler (Karras et al. 2022, Algorithm 2) with churn and an initial-noise policy.
+
+Convention: ``x = x0 + σ·ε`` (VE / EDM), σ is the noise standard deviation, the model is a
+denoiser ``D(x, σ) ≈ E[x0 | x]``. The probability-flow ODE is ``dx/dσ = (x - D(x, σ))/σ``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from vidnoise._checks import check_choice, check_float
+from vidnoise.noise import as_generators, randn
+from vidnoise.samplers._common import (
+    check_bool,
+    check_callable,
+    check_output,
+    progress_range,
+    read_grid,
+    sigma_batch,
+    work_dtype,
+)
+
+__all__ = ["sample_edm"]
+
+INITS = ("sigma_max", "unit")
+
+
+def sample_edm(
+    denoiser,
+    noise,
+    sigmas,
+    *,
+    order=1,
+    s_churn=0.0,
+    s_tmin=0.0,
+    s_tmax=math.inf,
+    s_noise=1.0,
+    init="sigma_max",
+    generator=None,
+    diamond_compat=False,
+    callback=None,
+    progress=False,
+):
+    """EDM Algorithm 2: Euler (``order=1``) or Heun (``order=2``) with optional churn.
+
+    Each step i (σ = σ_i, σ' = σ_{i+1}, N = ``len(sigmas) - 1`` steps):
+
+    * γ = min(s_churn/N, √2 - 1) if s_tmin <= σ <= s_tmax else 0; σ̂ = σ·(1 + γ)
+    * x̂ = x + s_noise·sqrt(σ̂² - σ²)·ε  (ε ~ N(0, I) from ``generator``)
+    * d = (x̂ - D(x̂, σ̂))/σ̂;  x' = x̂ + (σ' - σ̂)·d
+    * ``order=2`` and σ' > 0: d' = (x' - D(x', σ'))/σ';  x' = x̂ + (σ' - σ̂)·(d + d')/2
+
+    Args:
+        denoiser: ``denoiser(x, sigma) -> x0`` with ``x`` of ``noise``'s shape and dtype and
+            ``sigma`` a (B,) tensor (float32 for half-precision input).
+        noise: unit-variance Gaussian noise, any shape with a batch dim 0.
+        sigmas: strictly decreasing grid >= 0 ending at 0 (e.g. ``schedules.karras``).
+        init: the start ``x`` at σ_0.  ``"sigma_max"``: ``noise·σ_0`` (EDM, k-diffusion);
+            ``"unit"``: ``noise`` as is (DIAMOND: after a step to σ' the noise left has std
+            σ'/σ_0, not σ'); a callable ``init(noise, sigma_0) -> x`` of ``noise``'s shape
+            (e.g. previous frame plus noise).
+        s_churn, s_tmin, s_tmax, s_noise: EDM's stochasticity settings (s_churn = 0: the
+            deterministic ODE sampler, no random numbers are drawn).
+        generator: one ``torch.Generator`` or one per item of dim 0, for the churn noise.
+        diamond_compat: reproduce DIAMOND's sampler exactly: the denoiser is called at σ
+            (not σ̂; ``d`` still divides by σ̂) and churn noise is drawn only on steps with
+            γ > 0. Without it, churn noise is drawn on every step once s_churn > 0 (as EDM's
+            reference code does, so the random stream matches it).
+        callback: called after the first denoiser call of each step with
+            ``dict(i, x=x̂, sigma=σ, sigma_hat=σ̂, sigma_next=σ', denoised=D(x̂, ·))``.
+        progress: show a tqdm bar (nothing, with a warning, without tqdm).
+
+    Returns:
+        ``x`` at σ = 0 in ``noise``'s dtype; half-precision inputs are updated in float32.
+    """
+    check_callable("denoiser", denoiser)
+    wdt = work_dtype("noise", noise)
+    s = read_grid("sigmas", sigmas, end=0.0)
+    check_choice("order", order, (1, 2))
+    s_churn = check_float("s_churn", s_churn, low=0.0)
+    s_tmin = check_float("s_tmin", s_tmin, low=0.0)
+    s_tmax = check_float("s_tmax", s_tmax, low=s_tmin, allow_inf=True)
+    s_noise = check_float("s_noise", s_noise, low=0.0)
+    if not (callable(init) or init in INITS):
+        raise ValueError(f"init must be one of {list(INITS)} or a callable, got {init!r}")
+    check_bool("diamond_compat", diamond_compat)
+    check_callable("callback", callback, optional=True)
+    check_bool("progress", progress)
+    as_generators(generator, noise.shape[0])
+    dtype, batch, dev = noise.dtype, noise.shape[0], noise.device
+
+    # Host-side plan, Python floats only: γ_i, σ̂_i and the σ the denoiser is told.
+    n = len(s) - 1
+    gamma_max = min(s_churn / n, math.sqrt(2.0) - 1.0)  # γ = min(S_churn/N, √2 - 1)
+    gam = [gamma_max if s_tmin <= si <= s_tmax else 0.0 for si in s[:-1]]
+    s_hat = [si * (1.0 + g) for si, g in zip(s[:-1], gam)]  # σ̂ = σ(1 + γ)
+    churn_std = [s_noise * math.sqrt(max(sh * sh - si * si, 0.0)) for sh, si in zip(s_hat, s)]
+    draw = [g > 0.0 for g in gam] if diamond_compat else [s_churn > 0.0] * n
+    s_eval = s[:-1] if diamond_compat else s_hat
+    sig_eval = sigma_batch(s_eval, batch, wdt, dev)
+    sig_next = sigma_batch(s[1:], batch, wdt, dev)
+
+    def d_at(x, sigma_b):
+        den = denoiser(x.to(dtype), sigma_b)
+        check_output("denoiser", den, x)
+        return den
+
+    x = noise.to(wdt)
+    if init == "sigma_max":
+        x = x * s[0]  # x_0 = σ_0·ε (EDM)
+    elif init == "unit":
+        pass  # x_0 = ε (DIAMOND)
+    else:
+        x = init(noise, s[0])
+        check_output("init", x, noise)
+        x = x.to(wdt)
+
+    for i in progress_range(n, progress, "sample_edm"):
+        h = s[i + 1] - s_hat[i]  # σ' - σ̂
+        x_hat = x
+        if draw[i]:
+            eps = randn(x.shape, generator=generator, device=dev, dtype=wdt)
+            x_hat = x + churn_std[i] * eps  # x̂ = x + S_noise·sqrt(σ̂² - σ²)·ε
+        den = d_at(x_hat, sig_eval[i])  # D(x̂, σ̂)   (DIAMOND: D(x̂, σ))
+        if callback is not None:
+            callback(
+                dict(i=i, x=x_hat, sigma=s[i], sigma_hat=s_hat[i], sigma_next=s[i + 1],
+                     denoised=den)
+            )
+        d = (x_hat - den) / s_hat[i]  # d = (x̂ - D)/σ̂
+        x = x_hat + h * d  # x' = x̂ + (σ' - σ̂)·d
+        if order == 2 and s[i + 1] > 0.0:
+            den2 = d_at(x, sig_next[i])  # D(x', σ')
+            d2 = (x - den2) / s[i + 1]  # d' = (x' - D(x', σ'))/σ'
+            x = x_hat + h * 0.5 * (d + d2)  # x' = x̂ + (σ' - σ̂)·(d + d')/2
+    return x.to(dtype)

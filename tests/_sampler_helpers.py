@@ -1,0 +1,59 @@
+"""Shared fixtures for the sampler tests: mixtures, grids, slope fits."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vidnoise.oracles import GaussianMixture
+
+
+def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> list[float]:
+    """Karras grid computed here in float64 (independent of vidnoise.schedules), then 0."""
+    if n == 1:
+        return [sigma_max, 0.0]
+    a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return [(a + i / (n - 1) * (b - a)) ** rho for i in range(n)] + [0.0]
+
+
+def linear(n: int) -> list[float]:
+    return [1.0 - i / n for i in range(n)] + [0.0]
+
+
+def mixture(dim: int, k: int = 4, seed: int = 0) -> GaussianMixture:
+    """A fixed K-component mixture in ``dim`` dims: random means of typical separation 2
+    (scaled by 1/sqrt(dim), so posteriors do not get sharper with the dimension) and
+    random full covariances (eigenvalues in [0.02, 0.3])."""
+    g = torch.Generator().manual_seed(seed)
+    means = (2.0 / math.sqrt(dim)) * torch.randn(k, dim, generator=g, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(k, dim, dim, generator=g, dtype=torch.float64))
+    lam = 0.02 + 0.28 * torch.rand(k, dim, generator=g, dtype=torch.float64)
+    covs = q @ torch.diag_embed(lam) @ q.transpose(1, 2)
+    covs = 0.5 * (covs + covs.transpose(1, 2))
+    weights = torch.arange(1, k + 1, dtype=torch.float64)
+    return GaussianMixture(weights, means, covs)
+
+
+def loglog_slope(ns, errs) -> float:
+    """Least-squares slope of log(err) against log(n)."""
+    x = [math.log(n) for n in ns]
+    y = [math.log(e) for e in errs]
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    return sum((a - mx) * (b - my) for a, b in zip(x, y)) / sum((a - mx) ** 2 for a in x)
+
+
+def mean_error(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((x - ref).flatten(1).norm(dim=1).mean())
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test of many tiny tensor ops on one thread, restoring the count after: a
+    multi-threaded kernel's barrier can cost milliseconds on an oversubscribed CPU, and these
+    ops are too small to gain from threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
