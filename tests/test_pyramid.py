@@ -1,0 +1,649 @@
+"""Tests of vidnoise.pyramid: schedule values, jump algebra, stage jump (proof test 1),
+training inputs against a rebuilt reference ``add_pyramid_noise``, history corruption."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vidnoise.oracles.gaussian import GaussianData, powerlaw_cov, pyramid_operators
+from vidnoise.pyramid import (
+    PyramidSchedule,
+    StageBatch,
+    corrupt_history,
+    end_from_start,
+    start_from_end,
+    upsample_nearest,
+)
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Run this module's float64 linear algebra on one thread: on this shared 2-core machine
+    torch's 2-thread CPU kernels for these small matrices spin under load (measured 0.3 s vs
+    18 s for the same exact-covariance run). Restored after each test."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ----------------------------------------------------------------------------- reference
+def _reference_scheduler(stages, stage_range, gamma, shift=1.0, N=1000):
+    """The reference scheduler's initialisation, rebuilt from its description with numpy:
+    float32 grid t = N..1, σ = t/N shifted, σ read at int(stage_range·N), start corrected
+    with 1/(sqrt(1+1/γ)(1-e)+e)·e, ratios by cumulative stage length, per-stage training
+    timesteps linspace(τ[int(a·N)], τ[min(int(b·N), N-1)], N+1)[:-1]."""
+    t = np.linspace(1, N, N, dtype=np.float32)[::-1].copy()
+    sig = t / np.float32(N)
+    sig = (np.float32(shift) * sig / (np.float32(1) + np.float32(shift - 1) * sig)).astype(
+        np.float32)
+    tau = (sig * np.float32(N)).astype(np.float32)
+    ori, start, end, dist = [], [], [], []
+    for k in range(stages):
+        i0 = max(int(stage_range[k] * N), 0)
+        i1 = min(int(stage_range[k + 1] * N), N)
+        s = float(sig[i0])
+        e = float(sig[i1]) if i1 < N else 0.0
+        ori.append(s)
+        if k:
+            o = 1 - s
+            s = 1 - (1 / (math.sqrt(1 + 1 / gamma) * (1 - o) + o)) * o
+        start.append(s)
+        end.append(e)
+        dist.append(s - e)
+    tot = sum(dist)
+    ratios = []
+    for k in range(stages):
+        a = 0.0 if k == 0 else sum(dist[:k]) / tot
+        b = 1.0 if k == stages - 1 else sum(dist[: k + 1]) / tot
+        ratios.append((a, b))
+    ts = []
+    for a, b in ratios:
+        tmax = float(tau[int(a * N)])
+        tmin = float(tau[min(int(b * N), N - 1)])
+        ts.append(np.linspace(tmax, tmin, N + 1)[:-1])
+    rs = np.linspace(1, 0, N + 1)[:-1]
+    return dict(ori=ori, start=start, end=end, ratios=ratios, ts=ts, rs=rs)
+
+
+def _rearr(x):  # b c t h w -> (b t) c h w (a copy, as einops does)
+    b, c, t, h, w = x.shape
+    return x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w), t
+
+
+def _unrearr(x, t):
+    bt, c, h, w = x.shape
+    return x.reshape(bt // t, t, c, h, w).permute(0, 2, 1, 3, 4)
+
+
+def reference_add_pyramid_noise(latents, noise, u, sch, sample_ratios):
+    """The reference training-input builder, rebuilt from its description: latent pyramid and
+    noise pyramid (interpolate bilinear, x2 for noise) for the whole batch, then one loop
+    iteration per column ``index::S`` with its own u, nearest upsampling by interpolate,
+    float64 ratios. Returns per-column lists (noisy, ratio, timestep, target)."""
+    K = sch.stages
+    ref = _reference_scheduler(K, sch.stage_range, sch.gamma, sch.shift, sch.num_train_timesteps)
+    N = sch.num_train_timesteps
+    lat_list, noise_list = [latents], [noise]
+    cur_l, cur_n = latents, noise
+    for _ in range(K - 1):
+        xl, t = _rearr(cur_l)
+        xn, _ = _rearr(cur_n)
+        h, w = xl.shape[-2] // 2, xl.shape[-1] // 2
+        cur_l = _unrearr(F.interpolate(xl, size=(h, w), mode="bilinear"), t)
+        cur_n = _unrearr(F.interpolate(xn, size=(h, w), mode="bilinear") * 2, t)
+        lat_list.append(cur_l)
+        noise_list.append(cur_n)
+    lat_list, noise_list = lat_list[::-1], noise_list[::-1]
+    S = sum(sample_ratios)
+    col_stage = [k for k, c in enumerate(sample_ratios) for _ in range(c)]
+    out = []
+    for index in range(S):
+        k = col_stage[index]
+        clean = lat_list[k][index::S]
+        s_sig, e_sig = ref["start"][k], ref["end"][k]
+        if k == 0:
+            start = noise_list[k][index::S]
+        else:
+            last, t = _rearr(lat_list[k - 1][index::S])
+            last = F.interpolate(last, size=(last.shape[-2] * 2, last.shape[-1] * 2),
+                                 mode="nearest")
+            start = s_sig * noise_list[k][index::S] + (1 - s_sig) * _unrearr(last, t)
+        end = clean if k == K - 1 else e_sig * noise_list[k][index::S] + (1 - e_sig) * clean
+        idx = (u[index::S] * N).long().clamp(0, N - 1)
+        ts = torch.from_numpy(ref["ts"][k])[idx]
+        r = torch.from_numpy(ref["rs"])[idx].reshape(-1, 1, 1, 1, 1)
+        noisy = (r * start + (1 - r) * end).to(latents.dtype)
+        out.append((noisy, r.reshape(-1), ts, start - end))
+    return out
+
+
+# ----------------------------------------------------------------------------- schedule values
+def test_default_reference_values():
+    s = PyramidSchedule()
+    np.testing.assert_allclose(s.start_sigmas, (1.0, 0.80024, 0.50075), atol=1e-5)
+    np.testing.assert_allclose(s.end_sigmas, (0.667, 0.334, 0.0), atol=1e-5)
+    np.testing.assert_allclose(s.ori_start_sigmas, (1.0, 0.667, 0.334), atol=1e-5)
+    np.testing.assert_allclose(
+        s.timestep_ratios, ((0, 0.25616), (0.25616, 0.61480), (0.61480, 1.0)), atol=1e-5)
+    np.testing.assert_allclose(s.renoise_coefficients(1), (0.59988, 0.69303), atol=1e-5)
+    np.testing.assert_allclose(s.renoise_coefficients(2), (0.74963, 0.43366), atol=1e-5)
+    # pseudo-time (math note): stage 0 1000 -> 744.256, 1: 744 -> 386.358, 2: 386 -> 1.385
+    firsts = [s.stage_grid(k, 1000)[0] for k in range(3)]
+    np.testing.assert_allclose([float(t[0]) for t in firsts], (1000, 744, 386), atol=1e-9)
+    np.testing.assert_allclose([float(t[-1]) for t in firsts], (744.256, 386.358, 1.385),
+                               atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "stages, stage_range, gamma, shift",
+    [
+        (3, (0, 1 / 3, 2 / 3, 1), 1 / 3, 1.0),
+        (3, (0, 1 / 3, 2 / 3, 1), 0.2, 3.0),
+        (2, (0, 0.5, 1), 1 / 3, 1.0),
+        (4, (0, 0.1, 0.25, 0.7, 1), 0.05, 2.0),
+        (3, (0, 0.001, 0.999, 1), 1e-6, 1.0),
+    ],
+)
+def test_schedule_matches_rebuilt_reference(stages, stage_range, gamma, shift):
+    s = PyramidSchedule(stages, stage_range, gamma, shift)
+    ref = _reference_scheduler(stages, stage_range, gamma, shift)
+    np.testing.assert_allclose(s.ori_start_sigmas, ref["ori"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(s.start_sigmas, ref["start"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(s.end_sigmas, ref["end"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(s.timestep_ratios, ref["ratios"], rtol=0, atol=1e-12)
+    for k in range(stages):
+        # compat grid: reference set_timesteps = linspace(first, last of the training grid, n)
+        for n in (1, 7, 20):
+            ts, rs = s.stage_grid(k, n)
+            want_t = np.linspace(ref["ts"][k][0], ref["ts"][k][-1], n)
+            want_r = np.concatenate([np.linspace(1.0, ref["rs"][-1], n), [0.0]])
+            np.testing.assert_allclose(ts.numpy(), want_t, rtol=1e-12, atol=1e-9)
+            np.testing.assert_allclose(rs.numpy(), want_r, rtol=0, atol=1e-15)
+        # training grid: t(r) for r = 1 - j/N
+        r = torch.from_numpy(ref["rs"])
+        np.testing.assert_allclose(s.timestep_from_ratio(k, r).numpy(), ref["ts"][k],
+                                   rtol=1e-12, atol=1e-9)
+
+
+def test_stage_grid_non_compat():
+    s = PyramidSchedule()
+    ts, rs = s.stage_grid(1, 4, compat=False)
+    np.testing.assert_allclose(rs.numpy(), [1, 0.75, 0.5, 0.25, 0.0], atol=1e-15)
+    t_max, t_min = s.timestep_range[1]
+    np.testing.assert_allclose(ts.numpy(), [t_min + r * (t_max - t_min) for r in rs[:-1]])
+    np.testing.assert_allclose(s.ratio_from_timestep(1, ts).numpy(), rs[:-1].numpy(),
+                               atol=1e-12)
+    assert ts.shape == (4,) and rs.shape == (5,) and ts.dtype == F64
+    # the compat grid's last step only moves 1/N -> 0
+    _, rc = s.stage_grid(1, 4)
+    assert float(rc[-2] - rc[-1]) == pytest.approx(1e-3)
+
+
+def test_schedule_is_frozen_and_hashable():
+    s = PyramidSchedule()
+    with pytest.raises(AttributeError):
+        s.gamma = 0.1
+    assert s == PyramidSchedule() and hash(s) == hash(PyramidSchedule())
+
+
+# ----------------------------------------------------------------------------- jump algebra
+@pytest.mark.parametrize("gamma", [1e-6, 1e-3, 0.05, 0.2, 0.3, 1 / 3])
+def test_start_end_inverse_and_identity(gamma):
+    e = torch.linspace(0, 1, 201, dtype=F64)
+    s = start_from_end(e, gamma)
+    # closed form, written independently: α = s/e, β = α(1-e)/sqrt(γ)
+    k = math.sqrt(1 + 1 / gamma)
+    np.testing.assert_allclose(s.numpy(), (e / (k * (1 - e) + e)).numpy(), rtol=1e-14)
+    back = end_from_start(s, -gamma)
+    np.testing.assert_allclose(back.numpy(), e.numpy(), rtol=1e-10, atol=1e-14)
+    assert bool((s <= e + 1e-15).all())
+    # α²(1-e)²·11ᵀ + β²((1+γ)I - γ11ᵀ) = (1-s)² I  <=>  α²(1-e)² = β²γ and β²(1+γ) = (1-s)²
+    m = e > 0
+    alpha = s[m] / e[m]
+    beta = alpha * (1 - e[m]) / math.sqrt(gamma)
+    one = torch.ones(4, 4, dtype=F64)
+    for a, b, ee, ss in zip(alpha[::20], beta[::20], e[m][::20], s[m][::20]):
+        lhs = a**2 * (1 - ee) ** 2 * one + b**2 * ((1 + gamma) * torch.eye(4, dtype=F64)
+                                                   - gamma * one)
+        torch.testing.assert_close(lhs, (1 - ss) ** 2 * torch.eye(4, dtype=F64),
+                                   rtol=1e-12, atol=1e-12)
+    # paper noise coefficient (1-s)/sqrt(1-γ_p) equals β
+    np.testing.assert_allclose(beta.numpy(), ((1 - s[m]) / math.sqrt(1 + gamma)).numpy(),
+                               rtol=1e-9)
+    # γ = 1/3 special forms: s = e/(2-e), e = 2s/(1+s)
+    if gamma == 1 / 3:
+        np.testing.assert_allclose(s.numpy(), (e / (2 - e)).numpy(), rtol=1e-14)
+        np.testing.assert_allclose(end_from_start(s, -1 / 3).numpy(),
+                                   (2 * s / (1 + s)).numpy(), rtol=1e-12)
+
+
+def test_start_end_scalar_and_bad_input():
+    assert start_from_end(0.333, 1 / 3) == pytest.approx(0.333 / (2 - 0.333))
+    assert end_from_start(0.5, -1 / 3) == pytest.approx(2 * 0.5 / 1.5)
+    for bad in (0.0, -0.1, 0.34, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="gamma"):
+            start_from_end(0.5, bad)
+    for bad in (0.0, 0.1, -0.34):
+        with pytest.raises(ValueError, match="gamma_paper"):
+            end_from_start(0.5, bad)
+    with pytest.raises(ValueError, match="e must"):
+        start_from_end(1.5, 0.2)
+    with pytest.raises(ValueError, match="s must"):
+        end_from_start(-0.1, -0.2)
+
+
+def test_renoise_coefficients_extremes_finite():
+    for gamma in (1e-6, 1e-12, 1 / 3):
+        s = PyramidSchedule(gamma=gamma)
+        for k in (1, 2):
+            a, b = s.renoise_coefficients(k)
+            e = 1 - s.ori_start_sigmas[k]
+            assert math.isfinite(a) and math.isfinite(b) and 0 < a and 0 < b <= 1
+            assert a * e == pytest.approx(1 - s.start_sigmas[k], rel=1e-12)
+            assert b == pytest.approx((1 - (1 - s.start_sigmas[k])) / math.sqrt(1 + gamma),
+                                      rel=1e-9)
+    tiny = PyramidSchedule(gamma=1e-6)
+    assert tiny.start_sigmas[1] == pytest.approx(1.0, abs=1e-3)  # almost a full restart
+
+
+# ----------------------------------------------------------------------------- jump
+def test_upsample_nearest_matches_interpolate():
+    x = torch.randn(2, 3, 4, 5, 6)
+    want = F.interpolate(x.reshape(2, 12, 5, 6), scale_factor=2, mode="nearest")
+    torch.testing.assert_close(upsample_nearest(x), want.reshape(2, 3, 4, 10, 12), rtol=0, atol=0)
+
+
+def _block_cov(h, w, gamma):
+    """(1+γ)I - γ·[same 2x2 block] on a flattened h x w grid, built independently."""
+    iy, ix = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    blk = (iy // 2 * (w // 2) + ix // 2).reshape(-1)
+    same = (blk[:, None] == blk[None, :]).to(F64)
+    return (1 + gamma) * torch.eye(h * w, dtype=F64) - gamma * same
+
+
+def _in_block_corr(cov, h, w):
+    """Mean correlation between distinct pixels of the same 2x2 block."""
+    iy, ix = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    blk = (iy // 2 * (w // 2) + ix // 2).reshape(-1)
+    same = (blk[:, None] == blk[None, :]) & ~torch.eye(h * w, dtype=torch.bool)
+    sd = cov.diagonal().sqrt()
+    corr = cov / sd[:, None] / sd[None, :]
+    return float(corr[same].mean())
+
+
+@pytest.mark.parametrize("gamma", [0.2, 1 / 3])
+@pytest.mark.parametrize(
+    "stages, stage_range",
+    [(3, (0, 1 / 3, 2 / 3, 1)), (2, (0, 0.5, 1)), (3, (0, 0.1, 0.9, 1)), (4, (0, .2, .4, .6, 1))],
+)
+def test_proof1_jump_covariance_exact(gamma, stages, stage_range, capsys):
+    """Proof test 1: Cov(jump(end_{k-1})) = Cov(start_k) exactly (float64 propagation)."""
+    h = w = 16
+    C = powerlaw_cov(h, w)
+    data = GaussianData(None, C)
+    sch = PyramidSchedule(stages, stage_range, gamma)
+    D, U = pyramid_operators(data.shape, stages)
+    rows = []
+    for k in range(1, stages):
+        s_sig, e_sig = sch.start_sigmas[k], sch.end_sigmas[k - 1]
+        d_prev, d_k = D[k - 1].shape[0], D[k].shape[0]
+        hp = h // 2 ** (stages - k)
+        cov_end = e_sig**2 * torch.eye(d_prev, dtype=F64) + (1 - e_sig) ** 2 * (
+            D[k - 1] @ C @ D[k - 1].T)
+        cov_start = s_sig**2 * torch.eye(d_k, dtype=F64) + (1 - s_sig) ** 2 * (
+            U[k] @ D[k - 1] @ C @ D[k - 1].T @ U[k].T)
+        # the jump's linear part and noise part, read off the code with basis vectors
+        basis_prev = torch.eye(d_prev, dtype=F64).reshape(d_prev, 1, hp, hp)
+        lin = sch.jump(basis_prev, k, noise=torch.zeros(d_prev, 1, 2 * hp, 2 * hp, dtype=F64))
+        Lx = lin.reshape(d_prev, d_k).T  # state = Lx·x + Ln·η
+        basis_k = torch.eye(d_k, dtype=F64).reshape(d_k, 1, 2 * hp, 2 * hp)
+        nz = sch.jump(torch.zeros(d_k, 1, hp, hp, dtype=F64), k, noise=basis_k)
+        Ln = nz.reshape(d_k, d_k).T
+        a, b = sch.renoise_coefficients(k)
+        torch.testing.assert_close(Lx, a * U[k], rtol=0, atol=1e-15)
+        torch.testing.assert_close(Ln, b * torch.eye(d_k, dtype=F64), rtol=0, atol=1e-15)
+        cov_jump = Lx @ cov_end @ Lx.T + Ln @ _block_cov(2 * hp, 2 * hp, gamma) @ Ln.T
+        cov_iid = Lx @ cov_end @ Lx.T + Ln @ Ln.T
+        err = float((cov_jump - cov_start).norm() / cov_start.norm())
+        err_iid = float((cov_iid - cov_start).norm() / cov_start.norm())
+        c_start = _in_block_corr(cov_start, 2 * hp, 2 * hp)
+        c_jump = _in_block_corr(cov_jump, 2 * hp, 2 * hp)
+        c_iid = _in_block_corr(cov_iid, 2 * hp, 2 * hp)
+        rows.append((k, err, err_iid, c_start, c_jump, c_iid))
+        assert err <= 1e-6
+        # i.i.d. renoising leaves excess in-block correlation: the test sees it
+        assert err_iid > 1e-3  # >= 1000x the tolerance of the exact check
+        assert c_iid - c_start > 1e-3
+        # exactly: i.i.d. noise adds covariance β²γ to every in-block pair (variance unchanged)
+        var = float(cov_start.diagonal().mean())
+        assert c_iid - c_jump == pytest.approx(b**2 * gamma / var, rel=1e-9)
+    with capsys.disabled():
+        print(f"\n[proof 1] gamma={gamma:.4g} stages={stages} range={stage_range}")
+        print("  stage  relerr(block)  relerr(iid)  inblock-corr start / block / iid")
+        for k, e1, e2, c0, c1, c2 in rows:
+            print(f"  {k:5d}  {e1:13.2e}  {e2:11.3e}  {c0:+.4f} / {c1:+.4f} / {c2:+.4f}")
+
+
+def test_jump_default_noise_is_block_noise():
+    """Statistical check of the drawn renoise: in-block correlation -γ, unit variance,
+    independent across blocks. n = 4·64·64 / 4 blocks per pair type ~ 16k: SE ~ 0.008."""
+    sch = PyramidSchedule()
+    g = torch.Generator().manual_seed(3)
+    x = torch.zeros(4, 1, 64, 64, dtype=F64)
+    out = sch.jump(x, 2, generator=g)
+    _, beta = sch.renoise_coefficients(2)
+    eta = out / beta
+    assert eta.shape == (4, 1, 128, 128)
+    blocks = eta.reshape(4, 64, 2, 64, 2).permute(0, 1, 3, 2, 4).reshape(-1, 4)
+    n = blocks.shape[0]
+    cov = blocks.T @ blocks / n
+    se = 1 / math.sqrt(n)
+    var_tol = 5 * math.sqrt(2) * se  # Var of a sample variance: 2σ⁴/n
+    assert float((cov.diagonal() - 1).abs().max()) < var_tol
+    off = cov[~torch.eye(4, dtype=torch.bool)]
+    # correlation estimate SE ≈ (1 - ρ²)/sqrt(n) <= 1/sqrt(n)
+    assert float((off + 1 / 3).abs().max()) < 5 * se * 1.2
+    # blocks sum to zero at γ = 1/3 (singular block covariance)
+    assert float(blocks.sum(1).abs().max()) < 1e-12
+    # across neighbouring blocks: uncorrelated
+    right = eta[..., 0::2, 2::2].reshape(-1)
+    left = eta[..., 0::2, 1:-1:2].reshape(-1)
+    assert abs(float((right * left).mean())) < 5 / math.sqrt(right.numel())
+
+
+def test_jump_5d_per_frame_dtype_and_generators():
+    sch = PyramidSchedule()
+    x = torch.randn(2, 3, 4, 8, 8)
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    y = sch.jump(x, 1, generator=gens)
+    assert y.shape == (2, 3, 4, 16, 16) and y.dtype == torch.float32
+    # per-sample generators: sample 1 does not depend on sample 0's generator or position
+    y1 = sch.jump(x[1:], 1, generator=[torch.Generator().manual_seed(1)])
+    torch.testing.assert_close(y[1:], y1)
+    # linear part: α·Up(x) per frame
+    a, b = sch.renoise_coefficients(1)
+    z = sch.jump(x, 1, noise=torch.zeros(2, 3, 4, 16, 16))
+    want = F.interpolate(x.reshape(2, 12, 8, 8), scale_factor=2, mode="nearest") * a
+    torch.testing.assert_close(z, want.reshape(2, 3, 4, 16, 16))
+    for dt in (torch.float16, torch.bfloat16):
+        yh = sch.jump(x.to(dt), 1, generator=torch.Generator().manual_seed(0))
+        assert yh.dtype == dt and bool(torch.isfinite(yh).all())
+        y32 = sch.jump(x.to(dt).float(), 1, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(yh.float(), y32, rtol=1e-2, atol=1e-2)
+
+
+def test_jump_bad_input():
+    sch = PyramidSchedule()
+    x = torch.randn(1, 1, 4, 4)
+    for bad in (0, 3, -1):
+        with pytest.raises(ValueError, match="stage"):
+            sch.jump(x, bad)
+        with pytest.raises(ValueError, match="stage"):
+            sch.renoise_coefficients(bad)
+    with pytest.raises(ValueError, match="stage"):
+        sch.stage_grid(3, 10)
+    with pytest.raises(ValueError, match="noise"):
+        sch.jump(x, 1, noise=torch.zeros(1, 1, 4, 4))
+    with pytest.raises(ValueError, match="x must have"):
+        sch.jump(torch.randn(4, 4), 1)
+
+
+def test_schedule_bad_input():
+    with pytest.raises(ValueError, match="stage_range"):
+        PyramidSchedule(stage_range=(0, 2 / 3, 1 / 3, 1))
+    with pytest.raises(ValueError, match="stage_range"):
+        PyramidSchedule(stage_range=(0.1, 1 / 3, 2 / 3, 1))
+    with pytest.raises(ValueError, match="stage_range"):
+        PyramidSchedule(stage_range=(0, 1 / 3, 2 / 3, 0.9))
+    with pytest.raises(ValueError, match="stage_range"):
+        PyramidSchedule(stage_range=(0, 0.5, 1))  # 3 stages need 4 entries
+    with pytest.raises(ValueError, match="stage_range"):
+        PyramidSchedule(stage_range=(0, 0.0001, 0.5, 1))  # no grid step in stage 0
+    for bad in (0.0, -0.1, 0.34, 1.0):
+        with pytest.raises(ValueError, match="gamma"):
+            PyramidSchedule(gamma=bad)
+    with pytest.raises(ValueError, match="shift"):
+        PyramidSchedule(shift=0.0)
+    with pytest.raises(ValueError, match="stages"):
+        PyramidSchedule(stages=0, stage_range=(0, 1))
+    with pytest.raises(ValueError, match="n must"):
+        PyramidSchedule().stage_grid(0, 0)
+
+
+def test_extreme_schedules_finite():
+    cases = [
+        PyramidSchedule(gamma=1e-6),
+        PyramidSchedule(stage_range=(0, 0.001, 0.999, 1)),  # σ near 1 and near 0
+        PyramidSchedule(stage_range=(0, 0.5, 0.501, 1)),  # a stage one grid step long
+        PyramidSchedule(6, tuple(i / 6 for i in range(7))),  # many stages
+        PyramidSchedule(stages=1, stage_range=(0, 1)),
+        PyramidSchedule(shift=10.0),
+    ]
+    for s in cases:
+        vals = [*s.start_sigmas, *s.end_sigmas, *sum(s.timestep_ratios, ()),
+                *sum(s.timestep_range, ())]
+        assert all(math.isfinite(v) for v in vals)
+        assert all(0 <= v <= 1 for v in [*s.start_sigmas, *s.end_sigmas])
+        assert all(a < b for a, b in zip(s.end_sigmas, s.start_sigmas))
+        for k in range(1, s.stages):
+            a, b = s.renoise_coefficients(k)
+            assert math.isfinite(a) and math.isfinite(b)
+        for k in range(s.stages):
+            ts, rs = s.stage_grid(k, 3)
+            assert bool(torch.isfinite(ts).all())
+
+
+# ----------------------------------------------------------------------------- training inputs
+def _stage_rows(B, sample_ratios):
+    S = sum(sample_ratios)
+    col_stage = [k for k, c in enumerate(sample_ratios) for _ in range(c)]
+    return [[b for b in range(B) if col_stage[b % S] == k] for k in range(len(sample_ratios))]
+
+
+def _fixed_sampler(u_full, rows_per_stage):
+    """A sigma_sampler handing out given u, stage by stage (stages without samples make no
+    call)."""
+    it = iter([r for r in rows_per_stage if r])
+
+    def sampler(n, *, generator=None, device=None):
+        rows = next(it)
+        assert n == len(rows)
+        return u_full[rows]
+
+    return sampler
+
+
+@pytest.mark.parametrize("ndim", [4, 5])
+@pytest.mark.parametrize("sample_ratios", [(1, 2, 1), (1, 1, 1), (2, 0, 1)])
+def test_training_inputs_match_reference(ndim, sample_ratios):
+    sch = PyramidSchedule()
+    g = torch.Generator().manual_seed(0)
+    B = 2 * sum(sample_ratios)
+    shape = (B, 3, 2, 16, 16) if ndim == 5 else (B, 3, 16, 16)
+    latents = torch.randn(shape, generator=g)
+    noise = torch.randn(shape, generator=g)
+    u = torch.rand(B, generator=g)
+    u[0] = 0.0
+    u[-1] = 0.99999  # both ends of the grid
+    rows = _stage_rows(B, sample_ratios)
+    out = sch.training_inputs(latents, sample_ratios=sample_ratios, noise=noise,
+                              sigma_sampler=_fixed_sampler(u, rows))
+    assert [o.stage for o in out] == [0, 1, 2]
+    lat5 = latents if ndim == 5 else latents.unsqueeze(2)
+    noi5 = noise if ndim == 5 else noise.unsqueeze(2)
+    ref = reference_add_pyramid_noise(lat5, noi5, u, sch, sample_ratios)
+    S = sum(sample_ratios)
+    for k, o in enumerate(out):
+        assert isinstance(o, StageBatch)
+        assert o.indices.tolist() == rows[k]
+        for j, b in enumerate(rows[k]):
+            noisy, r, ts, tgt = (t[b // S] for t in ref[b % S])
+            mine_noisy = o.noisy[j] if ndim == 5 else o.noisy[j].unsqueeze(1)
+            mine_tgt = o.target[j] if ndim == 5 else o.target[j].unsqueeze(1)
+            torch.testing.assert_close(mine_noisy, noisy, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(mine_tgt, tgt, rtol=1e-6, atol=1e-6)
+            assert float(o.ratio[j]) == pytest.approx(float(r), abs=1e-7)
+            assert float(o.timestep[j]) == pytest.approx(float(ts), rel=1e-6)
+            sig = sch.end_sigmas[k] + float(r) * (sch.start_sigmas[k] - sch.end_sigmas[k])
+            assert float(o.sigma[j]) == pytest.approx(sig, rel=1e-6)
+
+
+def test_training_inputs_definitions_direct():
+    """Start / end points from the math note, with operators built independently."""
+    sch = PyramidSchedule()
+    g = torch.Generator().manual_seed(1)
+    B = 3
+    x0 = torch.randn(B, 1, 8, 8, dtype=F64, generator=g)
+    eps = torch.randn(B, 1, 8, 8, dtype=F64, generator=g)
+    D, U = pyramid_operators((1, 8, 8), 3)
+    u = torch.tensor([0.25, 0.5, 0.75], dtype=F64)
+    out = sch.training_inputs(x0, sample_ratios=(1, 1, 1), noise=eps, compat=False,
+                              sigma_sampler=_fixed_sampler(u, [[0], [1], [2]]))
+    X, E = x0.reshape(B, -1).T, eps.reshape(B, -1).T
+    for k, o in enumerate(out):
+        b = k
+        nk = 2 ** (2 - k) * D[k] @ E[:, b]
+        clean = D[k] @ X[:, b]
+        s, e = sch.start_sigmas[k], sch.end_sigmas[k]
+        start = nk if k == 0 else s * nk + (1 - s) * U[k] @ D[k - 1] @ X[:, b]
+        end = clean if k == 2 else e * nk + (1 - e) * clean
+        r = 1 - float(u[b])
+        torch.testing.assert_close(o.target.reshape(-1), start - end, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(o.noisy.reshape(-1), r * start + (1 - r) * end,
+                                   rtol=1e-12, atol=1e-12)
+        assert float(o.ratio[0]) == pytest.approx(r, abs=1e-15)
+        assert o.noisy.dtype == F64 and o.timestep.dtype == F64
+
+
+def test_training_inputs_generators_and_default_sampler():
+    sch = PyramidSchedule()
+    lat = torch.randn(8, 2, 16, 16)
+    gens = [torch.Generator().manual_seed(i) for i in range(8)]
+    a = sch.training_inputs(lat, generator=gens)
+    gens = [torch.Generator().manual_seed(i) for i in range(8)]
+    b = sch.training_inputs(lat, generator=gens)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x.noisy, y.noisy, rtol=0, atol=0)
+    # the default sampler gives grid ratios in {1, ..., 1/N}
+    r = torch.cat([o.ratio for o in a]).double()
+    assert bool(((r * 1000).round() - r * 1000).abs().max() < 1e-3)
+    assert bool((r > 0).all() and (r <= 1).all())
+    # one generator: reproducible
+    c = sch.training_inputs(lat, generator=torch.Generator().manual_seed(5))
+    d = sch.training_inputs(lat, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(c[1].target, d[1].target, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_training_inputs_half_precision(dtype):
+    sch = PyramidSchedule()
+    g = torch.Generator().manual_seed(2)
+    lat = torch.randn(4, 2, 2, 16, 16, generator=g)
+    noise = torch.randn(4, 2, 2, 16, 16, generator=g)
+    u = torch.rand(4, generator=g)
+    rows = _stage_rows(4, (1, 2, 1))
+    half = sch.training_inputs(lat.to(dtype), noise=noise, sigma_sampler=_fixed_sampler(u, rows))
+    full = sch.training_inputs(lat.to(dtype).float(), noise=noise,
+                               sigma_sampler=_fixed_sampler(u, rows))
+    eps = 1e-3 if dtype == torch.float16 else 8e-3  # one rounding of the float32 result
+    for h, f in zip(half, full):
+        assert h.noisy.dtype == dtype and h.target.dtype == dtype
+        assert h.ratio.dtype == torch.float32
+        torch.testing.assert_close(h.noisy.float(), f.noisy, rtol=eps, atol=eps)
+        torch.testing.assert_close(h.target.float(), f.target, rtol=eps, atol=eps)
+
+
+def test_training_inputs_bad_input():
+    sch = PyramidSchedule()
+    with pytest.raises(ValueError, match="multiple of sum"):
+        sch.training_inputs(torch.randn(6, 1, 16, 16))
+    with pytest.raises(ValueError, match="H and W"):
+        sch.training_inputs(torch.randn(4, 1, 18, 16))
+    with pytest.raises(ValueError, match="H and W"):
+        sch.training_inputs(torch.randn(4, 1, 16, 6))
+    with pytest.raises(ValueError, match="sample_ratios"):
+        sch.training_inputs(torch.randn(4, 1, 16, 16), sample_ratios=(1, 3))
+    with pytest.raises(ValueError, match="sample_ratios"):
+        sch.training_inputs(torch.randn(4, 1, 16, 16), sample_ratios=(0, 0, 0))
+    with pytest.raises(ValueError, match="latents"):
+        sch.training_inputs(torch.randn(4, 16, 16))
+    with pytest.raises(ValueError, match="noise"):
+        sch.training_inputs(torch.randn(4, 1, 16, 16), noise=torch.randn(4, 1, 8, 8))
+    with pytest.raises(ValueError, match="sigma_sampler"):
+        sch.training_inputs(torch.randn(4, 1, 16, 16),
+                            sigma_sampler=lambda n, **kw: torch.zeros(n + 1))
+
+
+def test_training_inputs_extremes():
+    g = torch.Generator().manual_seed(4)
+    for sch, size in [
+        (PyramidSchedule(gamma=1e-6), 8),
+        (PyramidSchedule(stage_range=(0, 0.001, 0.999, 1)), 8),
+        (PyramidSchedule(5, (0, .2, .4, .6, .8, 1)), 32),
+    ]:
+        lat = torch.randn(sch.stages, 2, size, size, generator=g)
+        out = sch.training_inputs(lat, sample_ratios=(1,) * sch.stages, generator=g)
+        for o in out:
+            assert bool(torch.isfinite(o.noisy).all() and torch.isfinite(o.target).all())
+            f = 2 ** (sch.stages - 1 - o.stage)
+            assert o.noisy.shape == (1, 2, size // f, size // f)
+
+
+# ----------------------------------------------------------------------------- history
+def test_corrupt_history_formula_and_distribution():
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randn(4000, 2, 3, 4, 4, dtype=F64, generator=g)
+    out, sigma = corrupt_history(frames, generator=torch.Generator().manual_seed(1),
+                                 return_sigma=True)
+    # rebuild: σ drawn first (U[0,1)·max), then ε, from the same generator
+    g2 = torch.Generator().manual_seed(1)
+    sig = torch.rand(4000, dtype=F64, generator=g2) / 3
+    eps = torch.randn(frames.shape, dtype=F64, generator=g2)
+    s = sig.view(-1, 1, 1, 1, 1)
+    torch.testing.assert_close(out, s * eps + (1 - s) * frames, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(sigma, sig)
+    # σc ~ U(0, 1/3): mean 1/6 (SE = (1/3)/sqrt(12 n)), max below 1/3
+    se = (1 / 3) / math.sqrt(12 * 4000)
+    assert abs(float(sigma.mean()) - 1 / 6) < 5 * se
+    assert float(sigma.max()) < 1 / 3 and float(sigma.min()) >= 0
+
+
+def test_corrupt_history_options():
+    frames = torch.randn(3, 4, 8)
+    assert torch.equal(corrupt_history(frames, 0.0), frames)
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]
+    a = corrupt_history(frames, generator=gens)
+    b = corrupt_history(frames[2:], generator=[torch.Generator().manual_seed(2)])
+    torch.testing.assert_close(a[2:], b)
+    h = corrupt_history(frames.half(), generator=torch.Generator().manual_seed(0))
+    assert h.dtype == torch.float16 and bool(torch.isfinite(h).all())
+    with pytest.raises(ValueError, match="max_ratio"):
+        corrupt_history(frames, 1.5)
+    with pytest.raises(ValueError, match="frames"):
+        corrupt_history(torch.tensor(1.0))
+
+
+def test_small_converters_and_empty_stage():
+    s = PyramidSchedule()
+    for k in range(3):
+        assert s.sigma_from_ratio(k, 1.0) == pytest.approx(s.start_sigmas[k], abs=1e-15)
+        assert s.sigma_from_ratio(k, 0.0) == pytest.approx(s.end_sigmas[k], abs=1e-15)
+        t_max, t_min = s.timestep_range[k]
+        assert s.timestep_from_ratio(k, 1.0) == t_max and s.timestep_from_ratio(k, 0.0) == t_min
+        assert s.ratio_from_timestep(k, s.timestep_from_ratio(k, 0.37)) == pytest.approx(0.37)
+    assert s.level_shape((2, 4, 3, 32, 64), 0) == (2, 4, 3, 8, 16)
+    assert s.level_shape((2, 4, 32, 64), 2) == (2, 4, 32, 64)
+    with pytest.raises(ValueError, match="H and W"):
+        s.level_shape((2, 4, 30, 64), 1)
+    out = s.training_inputs(torch.randn(3, 2, 16, 16), sample_ratios=(2, 0, 1),
+                            generator=torch.Generator().manual_seed(0))
+    assert out[1].noisy.shape == (0, 2, 8, 8) and out[1].indices.numel() == 0
+    assert out[0].indices.tolist() == [0, 1] and out[2].indices.tolist() == [2]
