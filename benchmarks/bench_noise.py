@@ -1,6 +1,6 @@
 """Block noise and noise pyramids against the reference behaviour and the torch.randn floor.
 
-Prints one table per shape, every row timed in the same run (median of repeats):
+Prints one table per shape, every row timed in the same run (median of round-robin repeats):
 
 1. reference: Pyramid-Flow's sampler rebuilt from its description: one
    ``MultivariateNormal(0, (1+γ)I - γ11ᵀ)``, ``dist.sample()`` once per 2x2 block in a
@@ -39,18 +39,20 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def timeit(fn, device, repeats=7, warmup=2) -> float:
-    """Median wall time of ``fn()`` in seconds."""
-    for _ in range(warmup):
+def interleaved(fns: dict, device, repeats: int) -> dict:
+    """Median time of each function, timed round-robin (one call of each per round) so that
+    every method sees the same allocator and cache state."""
+    for fn in fns.values():
         fn()
-    _sync(device)
-    times = []
+    times = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for key, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[key].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def block_cov(gamma: float) -> torch.Tensor:
@@ -95,7 +97,9 @@ def naive_closed_form(shape, gamma, device):
     return (math.sqrt(1 + gamma) * (v - mean) + math.sqrt(1 - 3 * gamma) * mean).view(shape)
 
 
-def run(shapes, device, loop_blocks: int, compile_: bool = False) -> list[dict]:
+def run(
+    shapes, device, loop_blocks: int, compile_: bool = False, repeats: int = 15
+) -> list[dict]:
     gamma = 1 / 3
     dist, note = make_dist(gamma, device)
     per_block = reference_loop_per_block(dist, loop_blocks)
@@ -106,23 +110,20 @@ def run(shapes, device, loop_blocks: int, compile_: bool = False) -> list[dict]:
     for label, shape in shapes.items():
         numel = math.prod(shape)
         n_blocks = numel // 4
-        t_randn = timeit(lambda s=shape: torch.randn(s, device=device), device)
-        t_mvn = timeit(
-            lambda s=shape, n=n_blocks: rearrange_blocks(dist.sample((n,)), s), device
-        )
-        t_naive = timeit(lambda s=shape: naive_closed_form(s, gamma, device), device)
-        t_block = timeit(lambda s=shape: bn(s, gamma=gamma, device=device), device)
         noise = torch.randn(shape, device=device)
-        t_pyr = timeit(lambda x=noise: vn.noise_pyramid(x, 3), device)
-        t_rpyr = timeit(
-            lambda s=shape: vn.noise_pyramid(torch.randn(s, device=device), 3), device
-        )
+        fns = {
+            "randn": lambda s=shape: torch.randn(s, device=device),
+            "block": lambda s=shape: bn(s, gamma=gamma, device=device),
+            "mvn": lambda s=shape, n=n_blocks: rearrange_blocks(dist.sample((n,)), s),
+            "naive": lambda s=shape: naive_closed_form(s, gamma, device),
+            "pyramid": lambda x=noise: vn.noise_pyramid(x, 3),
+            "randn_pyramid": lambda s=shape: vn.noise_pyramid(
+                torch.randn(s, device=device), 3
+            ),
+        }
+        times = interleaved(fns, device, repeats)
         rows.append(
-            dict(
-                label=label, numel=numel, blocks=n_blocks, randn=t_randn,
-                loop=per_block * n_blocks, mvn=t_mvn, naive=t_naive, block=t_block,
-                pyramid=t_pyr, randn_pyramid=t_rpyr,
-            )
+            dict(label=label, numel=numel, blocks=n_blocks, loop=per_block * n_blocks, **times)
         )
     print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}"
           f"{', block_noise compiled' if compile_ else ''}")
@@ -162,10 +163,12 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--compile", action="store_true", help="torch.compile block_noise")
     ap.add_argument("--loop-blocks", type=int, default=3000)
+    ap.add_argument("--repeats", type=int, default=15)
     args = ap.parse_args(argv)
     shapes = QUICK_SHAPES if args.quick else SHAPES
     loop_blocks = 50 if args.quick else args.loop_blocks
-    return run(shapes, torch.device(args.device), loop_blocks, args.compile)
+    repeats = 3 if args.quick else args.repeats
+    return run(shapes, torch.device(args.device), loop_blocks, args.compile, repeats)
 
 
 if __name__ == "__main__":
