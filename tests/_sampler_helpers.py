@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
 from vidnoise.oracles import GaussianMixture
@@ -46,14 +45,3 @@ def loglog_slope(ns, errs) -> float:
 
 def mean_error(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float((x - ref).flatten(1).norm(dim=1).mean())
-
-
-@pytest.fixture
-def one_thread():
-    """Run a test of many tiny tensor ops on one thread, restoring the count after: a
-    multi-threaded kernel's barrier can cost milliseconds on an oversubscribed CPU, and these
-    ops are too small to gain from threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

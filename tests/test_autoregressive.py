@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import vidnoise.samplers
-from _sampler_helpers import karras, one_thread  # noqa: F401
+from _sampler_helpers import karras
 from vidnoise.oracles import LinearGaussianAR
 from vidnoise.samplers import sample_edm
 from vidnoise.samplers.autoregressive import rollout

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from _sampler_helpers import mixture, one_thread  # noqa: F401
+from _sampler_helpers import mixture
 from vidnoise.oracles import GaussianMixture, LinearGaussianAR
 
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from _sampler_helpers import karras, loglog_slope, mean_error, mixture, one_thread  # noqa: F401
+from _sampler_helpers import karras, loglog_slope, mean_error, mixture
 from vidnoise.oracles import GaussianMixture
 from vidnoise.samplers import sample_edm
 

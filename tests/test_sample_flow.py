@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from _sampler_helpers import linear, loglog_slope, mean_error, mixture, one_thread  # noqa: F401
+from _sampler_helpers import linear, loglog_slope, mean_error, mixture
 from vidnoise.samplers import sample_flow
 
 

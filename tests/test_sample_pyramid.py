@@ -21,15 +21,7 @@ F64 = torch.float64
 H = W = 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run this module's float64 linear algebra on one thread: on this shared 2-core machine
-    torch's 2-thread CPU kernels for these small matrices spin under load (measured 0.3 s vs
-    18 s for the same exact-covariance run). Restored after each test."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @functools.lru_cache(maxsize=1)
