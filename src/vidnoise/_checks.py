@@ -44,9 +44,7 @@ def check_float(
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
     value = float(value)
-    lo_b = "(" if low_open else "["
-    hi_b = ")" if high_open else "]"
-    rng = f"{lo_b}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi_b}"
+    rng = range_text(low, high, low_open, high_open)
     if math.isnan(value):
         raise ValueError(f"{name} must be a number in {rng}, got nan")
     bad = (
@@ -128,3 +126,76 @@ def sigma_tensor(name: str, sigma, like: torch.Tensor, *, low=None, high=None) -
         return sigma.to(like.device).reshape(sigma.shape[0], *([1] * (like.dim() - 1)))
     value = check_float(name, sigma, low=low, high=high)
     return torch.tensor(value, dtype=torch.float64, device=like.device)
+
+
+def range_text(low, high, low_open, high_open) -> str:
+    lo_b = "(" if low_open else "["
+    hi_b = ")" if high_open else "]"
+    return f"{lo_b}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi_b}"
+
+
+def float64_for(device) -> torch.dtype:
+    """float64 where the device supports it (MPS does not)."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
+def check_values(
+    name: str,
+    values: torch.Tensor,
+    *,
+    low=None,
+    high=None,
+    low_open=False,
+    high_open=False,
+    allow_inf=False,
+) -> None:
+    """Range-check a tensor's values on the host; skipped off the CPU (it would sync)."""
+    if values.device.type != "cpu" or values.numel() == 0:
+        return
+    v = values.detach().reshape(-1).to(torch.float64)
+    rng = range_text(low, high, low_open, high_open)
+    nan = torch.isnan(v)
+    if bool(nan.any()):
+        i = int(nan.nonzero()[0, 0])
+        raise ValueError(f"{name} must be in {rng}, got nan (at flat index {i})")
+    bad = torch.zeros_like(v, dtype=torch.bool)
+    if low is not None:
+        bad |= (v <= low) if low_open else (v < low)
+    if high is not None:
+        bad |= (v >= high) if high_open else (v > high)
+    if not allow_inf:
+        bad |= torch.isinf(v)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(f"{name} must be in {rng}, got {float(v[i])} (at flat index {i})")
+
+
+def values64(
+    name: str,
+    value,
+    *,
+    low=None,
+    high=None,
+    low_open=False,
+    high_open=False,
+    allow_inf=False,
+):
+    """Checked float64 view of a float or a tensor: returns ``(v, out_dtype)``.
+
+    ``v`` is a Python float (``out_dtype`` None) or a float64 tensor (``out_dtype`` the dtype to
+    return: the input's floating dtype, float32 for integer tensors).
+    """
+    if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{name} must be a real tensor, got dtype {value.dtype}")
+        check_values(
+            name, value, low=low, high=high, low_open=low_open, high_open=high_open,
+            allow_inf=allow_inf,
+        )
+        out_dtype = value.dtype if value.is_floating_point() else torch.float32
+        return value.to(float64_for(value.device)), out_dtype
+    v = check_float(
+        name, value, low=low, high=high, low_open=low_open, high_open=high_open,
+        allow_inf=allow_inf,
+    )
+    return v, None

@@ -27,7 +27,7 @@ import math
 
 import torch
 
-from vidnoise._checks import check_float, check_int
+from vidnoise._checks import check_float, check_int, values64
 
 __all__ = [
     "velocity_to_mochi",
@@ -49,80 +49,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- helpers
-# Private helpers shared by vidnoise.paths, vidnoise.schedules and vidnoise.timesteps.
-def _range_text(low, high, low_open, high_open) -> str:
-    lo_b = "(" if low_open else "["
-    hi_b = ")" if high_open else "]"
-    return f"{lo_b}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi_b}"
-
-
-def _f64(device) -> torch.dtype:
-    """float64 where the device supports it (MPS does not)."""
-    return torch.float32 if torch.device(device).type == "mps" else torch.float64
-
-
-def _check_values(
-    name: str,
-    values: torch.Tensor,
-    *,
-    low=None,
-    high=None,
-    low_open=False,
-    high_open=False,
-    allow_inf=False,
-) -> None:
-    """Range-check a tensor's values on the host; skipped off the CPU (it would sync)."""
-    if values.device.type != "cpu" or values.numel() == 0:
-        return
-    v = values.detach().reshape(-1).to(torch.float64)
-    rng = _range_text(low, high, low_open, high_open)
-    nan = torch.isnan(v)
-    if bool(nan.any()):
-        i = int(nan.nonzero()[0, 0])
-        raise ValueError(f"{name} must be in {rng}, got nan (at flat index {i})")
-    bad = torch.zeros_like(v, dtype=torch.bool)
-    if low is not None:
-        bad |= (v <= low) if low_open else (v < low)
-    if high is not None:
-        bad |= (v >= high) if high_open else (v > high)
-    if not allow_inf:
-        bad |= torch.isinf(v)
-    if bool(bad.any()):
-        i = int(bad.nonzero()[0, 0])
-        raise ValueError(f"{name} must be in {rng}, got {float(v[i])} (at flat index {i})")
-
-
-def _values64(
-    name: str,
-    value,
-    *,
-    low=None,
-    high=None,
-    low_open=False,
-    high_open=False,
-    allow_inf=False,
-):
-    """Checked float64 view of a float or a tensor: returns ``(v, out_dtype)``.
-
-    ``v`` is a Python float (``out_dtype`` None) or a float64 tensor (``out_dtype`` the dtype to
-    return: the input's floating dtype, float32 for integer tensors).
-    """
-    if isinstance(value, torch.Tensor):
-        if value.dtype == torch.bool or value.is_complex():
-            raise TypeError(f"{name} must be a real tensor, got dtype {value.dtype}")
-        _check_values(
-            name, value, low=low, high=high, low_open=low_open, high_open=high_open,
-            allow_inf=allow_inf,
-        )
-        out_dtype = value.dtype if value.is_floating_point() else torch.float32
-        return value.to(_f64(value.device)), out_dtype
-    v = check_float(
-        name, value, low=low, high=high, low_open=low_open, high_open=high_open,
-        allow_inf=allow_inf,
-    )
-    return v, None
-
-
 def _restore(v, out_dtype):
     return float(v) if out_dtype is None else v.to(out_dtype)
 
@@ -171,7 +97,7 @@ def sigma_to_timestep(sigma, num_train_timesteps: int = 1000):
     Inverse: :func:`timestep_to_sigma`.
     """
     n = check_int("num_train_timesteps", num_train_timesteps, minimum=1)
-    s, dt = _values64("sigma", sigma, low=0.0, high=1.0)
+    s, dt = values64("sigma", sigma, low=0.0, high=1.0)
     return _restore(s * n, dt)
 
 
@@ -181,7 +107,7 @@ def timestep_to_sigma(t, num_train_timesteps: int = 1000):
     Inverse of :func:`sigma_to_timestep`.
     """
     n = check_int("num_train_timesteps", num_train_timesteps, minimum=1)
-    v, dt = _values64("t", t, low=0.0, high=float(n))
+    v, dt = values64("t", t, low=0.0, high=float(n))
     return _restore(v / n, dt)
 
 
@@ -193,7 +119,7 @@ def sigma_to_mochi_timestep(sigma, num_train_timesteps: int = 1000):
     Inverse: :func:`mochi_timestep_to_sigma`.
     """
     n = check_int("num_train_timesteps", num_train_timesteps, minimum=1)
-    s, dt = _values64("sigma", sigma, low=0.0, high=1.0)
+    s, dt = values64("sigma", sigma, low=0.0, high=1.0)
     return _restore((1.0 - s) * n, dt)
 
 
@@ -203,7 +129,7 @@ def mochi_timestep_to_sigma(t, num_train_timesteps: int = 1000):
     Inverse of :func:`sigma_to_mochi_timestep`.
     """
     n = check_int("num_train_timesteps", num_train_timesteps, minimum=1)
-    v, dt = _values64("t", t, low=0.0, high=float(n))
+    v, dt = values64("t", t, low=0.0, high=float(n))
     return _restore(1.0 - v / n, dt)
 
 
@@ -216,7 +142,7 @@ def gamma_paper_to_code(gamma_paper):
     ``gamma >= 0`` with covariance ``(1+gamma) I - gamma 11^T`` (correlation ``-gamma``).
     ``gamma_paper`` must be <= 0; a positive value means the code sign was passed by mistake.
     """
-    v, dt = _values64("gamma_paper", gamma_paper, high=0.0)
+    v, dt = values64("gamma_paper", gamma_paper, high=0.0)
     return _restore(-v, dt)
 
 
@@ -225,7 +151,7 @@ def gamma_code_to_paper(gamma_code):
 
     Inverse of :func:`gamma_paper_to_code`; ``gamma_code`` must be >= 0 (``1/3`` by default).
     """
-    v, dt = _values64("gamma_code", gamma_code, low=0.0)
+    v, dt = values64("gamma_code", gamma_code, low=0.0)
     return _restore(-v, dt)
 
 
@@ -236,7 +162,7 @@ def signal_level(sigma):
     Pyramid-Flow's paper parametrises the path by the signal level ``s`` (``s = 1`` is clean
     data); its code, like vidnoise, uses ``sigma``. Inverse: :func:`sigma_from_signal_level`.
     """
-    v, dt = _values64("sigma", sigma, low=0.0, high=1.0)
+    v, dt = values64("sigma", sigma, low=0.0, high=1.0)
     return _restore(1.0 - v, dt)
 
 
@@ -245,7 +171,7 @@ def sigma_from_signal_level(s):
 
     Inverse of :func:`signal_level`.
     """
-    v, dt = _values64("s", s, low=0.0, high=1.0)
+    v, dt = values64("s", s, low=0.0, high=1.0)
     return _restore(1.0 - v, dt)
 
 
@@ -258,7 +184,7 @@ def flow_sigma_to_edm(sigma):
     ``inf``. A flow shift ``s`` (:func:`vidnoise.schedules.shift`) multiplies ``sigma_edm`` by
     ``s``. Inverse: :func:`edm_sigma_to_flow`.
     """
-    v, dt = _values64("sigma", sigma, low=0.0, high=1.0)
+    v, dt = values64("sigma", sigma, low=0.0, high=1.0)
     if isinstance(v, float):
         return _div(v, 1.0 - v)
     return _restore(v / (1.0 - v), dt)
@@ -270,7 +196,7 @@ def edm_sigma_to_flow(sigma):
     ``x_edm = x0 + sigma eps``, so ``x_edm / (1 + sigma)`` is the flow sample at
     ``sigma_flow``. ``inf`` gives 1. Inverse of :func:`flow_sigma_to_edm`.
     """
-    v, dt = _values64("sigma", sigma, low=0.0, allow_inf=True)
+    v, dt = values64("sigma", sigma, low=0.0, allow_inf=True)
     if isinstance(v, float):
         return 1.0 if math.isinf(v) else v / (1.0 + v)
     out = torch.where(torch.isinf(v), torch.ones_like(v), v / (1.0 + v))
@@ -283,7 +209,7 @@ def alpha_bar_to_edm_sigma(alpha_bar):
     ``x_vp = sqrt(abar) x0 + sqrt(1-abar) eps``, so ``x_vp / sqrt(abar) = x0 + sigma eps``.
     ``abar = 0`` (zero terminal SNR) gives ``inf``. Inverse: :func:`edm_sigma_to_alpha_bar`.
     """
-    v, dt = _values64("alpha_bar", alpha_bar, low=0.0, high=1.0)
+    v, dt = values64("alpha_bar", alpha_bar, low=0.0, high=1.0)
     if isinstance(v, float):
         return math.sqrt((1.0 - v) / v) if v > 0 else math.inf
     return _restore(torch.sqrt((1.0 - v) / v), dt)
@@ -294,7 +220,7 @@ def edm_sigma_to_alpha_bar(sigma):
 
     Inverse of :func:`alpha_bar_to_edm_sigma`; ``inf`` gives 0.
     """
-    v, dt = _values64("sigma", sigma, low=0.0, allow_inf=True)
+    v, dt = values64("sigma", sigma, low=0.0, allow_inf=True)
     return _restore(1.0 / (1.0 + v * v), dt)
 
 
@@ -305,7 +231,7 @@ def alpha_bar_to_flow_sigma(alpha_bar):
     :func:`alpha_bar_to_edm_sigma` followed by :func:`edm_sigma_to_flow`, without the
     division by ``abar``, so ``abar = 0`` gives exactly 1).
     """
-    v, dt = _values64("alpha_bar", alpha_bar, low=0.0, high=1.0)
+    v, dt = values64("alpha_bar", alpha_bar, low=0.0, high=1.0)
     a = _sqrt(v)
     b = _sqrt(1.0 - v)
     return _restore(b / (a + b), dt)

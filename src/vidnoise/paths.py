@@ -23,8 +23,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vidnoise._checks import check_choice, check_float, check_int, check_tensor
-from vidnoise.conventions import _check_values, _f64, _values64
+from vidnoise._checks import (
+    check_choice,
+    check_float,
+    check_int,
+    check_tensor,
+    check_values,
+    float64_for,
+    values64,
+)
 from vidnoise.noise import GeneratorLike, randn
 
 __all__ = ["PathSample", "FlowPath", "EDMPath", "VPPath"]
@@ -80,8 +87,8 @@ def _sigma64(name: str, sigma, shape, device, *, low=0.0, high=None, allow_inf=F
                 f"{name} must be a float, a 0-d tensor or a tensor of shape (B,) = ({batch},) "
                 f"matching dim 0 of the data {tuple(shape)}, got shape {tuple(sigma.shape)}"
             )
-        _check_values(name, sigma, low=low, high=high, allow_inf=allow_inf)
-        s = sigma.to(device=device, dtype=_f64(device))
+        check_values(name, sigma, low=low, high=high, allow_inf=allow_inf)
+        s = sigma.to(device=device, dtype=float64_for(device))
         if s.dim() == 1:
             s = s.reshape(s.shape[0], *([1] * (len(shape) - 1)))
         return s
@@ -305,7 +312,7 @@ class EDMPath:
         tensors of its shape and floating dtype (computed in float64).
         """
         sigma_data, offset_noise = _check_edm_params(sigma_data, offset_noise)
-        s, dt = _values64("sigma", sigma, low=0.0)
+        s, dt = values64("sigma", sigma, low=0.0)
         coeffs = _edm_coeffs(s, sigma_data, offset_noise)
         return coeffs if dt is None else tuple(c.to(dt) for c in coeffs)
 
@@ -313,7 +320,7 @@ class EDMPath:
         """EDM loss weight ``lambda = (sigma_eff^2 + sd^2) / (sigma_eff sd)^2 = 1 / c_out^2``."""
         sigma_data, offset_noise = _check_edm_params(sigma_data, offset_noise)
         sd2 = sigma_data * sigma_data
-        s, dt = _values64("sigma", sigma, low=0.0)
+        s, dt = values64("sigma", sigma, low=0.0)
         se2 = s * s + offset_noise * offset_noise
         if dt is None:
             return math.inf if se2 == 0.0 else (se2 + sd2) / (se2 * sd2)
@@ -434,7 +441,7 @@ class VPPath:
         device = torch.device(device)
         ab = self._on_device.get(device)
         if ab is None:
-            ab = self._alpha_bar.to(device=device, dtype=_f64(device))
+            ab = self._alpha_bar.to(device=device, dtype=float64_for(device))
             self._on_device[device] = ab
         return ab
 
@@ -461,7 +468,7 @@ class VPPath:
                     f"t must be an int, a 0-d tensor or a tensor of shape (B,) = ({batch},), "
                     f"got shape {tuple(t.shape)}"
                 )
-            _check_values("t", t, low=0, high=n - 1)
+            check_values("t", t, low=0, high=n - 1)
             ab = self._alpha_bar_on(device)[t.to(device)]
             return ab.reshape(ab.shape[0], *([1] * (len(shape) - 1))) if ab.dim() == 1 else ab
         return float(self._alpha_bar[check_int("t", t, minimum=0, maximum=n - 1)])

@@ -13,8 +13,7 @@ import math
 
 import torch
 
-from vidnoise._checks import check_float, check_int
-from vidnoise.conventions import _values64
+from vidnoise._checks import check_float, check_int, values64
 from vidnoise.paths import VPPath
 
 __all__ = [
@@ -133,7 +132,7 @@ def shift(sigmas, shift: float):
     dtype and shape (computed in float64).
     """
     s = check_float("shift", shift, low=0.0, low_open=True)
-    v, dt = _values64("sigmas", sigmas, low=0.0, high=1.0)
+    v, dt = values64("sigmas", sigmas, low=0.0, high=1.0)
     out = _shift64(v, s)
     return float(out) if dt is None else out.to(dt)
 
