@@ -242,6 +242,12 @@ def block_noise(
     return out if draw_dtype == dtype else out.to(dtype)
 
 
+@functools.lru_cache(maxsize=16)
+def _plus_minus_sqrt2(dtype, device) -> torch.Tensor:
+    """The constant ``(√2, -√2)``, made once per dtype and device (no copy per call)."""
+    return torch.tensor([math.sqrt(2.0), -math.sqrt(2.0)], dtype=dtype, device=device)
+
+
 def _block_noise_2x2_singular(shape, prefix, counts, gens, device, dtype) -> torch.Tensor:
     """Fast path for 2x2 blocks at the singular end γ = 1/3 (Pyramid-Flow's case).
 
@@ -271,7 +277,7 @@ def _block_noise_2x2_singular(shape, prefix, counts, gens, device, dtype) -> tor
     torch.neg(buf[0], out=buf[3])  # -X
     x_pm = buf[0::3].movedim(0, -2)  # (*lead, hc, 2, wc): [X, -X] by row a
     y_w = buf[1:3].movedim(0, -2)  # (*lead, hc, 2, wc): [Y, W] by row a
-    sign = torch.tensor([math.sqrt(2.0), -math.sqrt(2.0)], dtype=draw_dtype, device=device)
+    sign = _plus_minus_sqrt2(draw_dtype, device)
     out = torch.empty(shape, dtype=draw_dtype, device=device)
     # n[.., a, .., b] = (±X)[a] + (Y|W)[a]·(±√2)[b], written straight into (.., hc, 2, wc, 2)
     torch.addcmul(x_pm.unsqueeze(-1), y_w.unsqueeze(-1), sign,
@@ -430,9 +436,6 @@ def resample_noise(
     tmode, in_sizes, out_sizes, scales = _resample_args(
         noise, size, scale_factor, mode, dims, antialias
     )
-    var = resample_variance(
-        in_sizes, out_sizes, mode=tmode, dims=dims, antialias=antialias, scale_factor=scales
-    )
     x = noise
     work_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     framewise = dims == 2 and x.dim() == 5
@@ -461,12 +464,25 @@ def resample_noise(
         y = F.avg_pool3d(x, 2)
     else:
         y = F.interpolate(x, mode=tmode, **kwargs)
-    inv = var.rsqrt()
-    if torch.allclose(inv, inv.flatten()[0].expand_as(inv), rtol=0, atol=0):
-        y = y.mul_(float(inv.flatten()[0]))  # uniform factor (e.g. exactly 2 at 2x)
-    else:
-        y = y.mul_(inv.to(device=y.device, dtype=y.dtype))
+    inv = _inverse_std(
+        in_sizes, out_sizes, tmode, dims, bool(antialias), scales, y.device, y.dtype
+    )
+    y = y.mul_(inv)  # a float where uniform (e.g. exactly 2 at 2x), else a cached tensor
     return _restore(y, noise, framewise, b, c, t)
+
+
+@functools.lru_cache(maxsize=256)
+def _inverse_std(in_sizes, out_sizes, mode, dims, antialias, scales, device, dtype):
+    """``1/sqrt(Σ_j W_ij²)`` per output position, computed once per configuration: a Python
+    float when it is the same everywhere, else a tensor already on ``device`` in ``dtype``."""
+    var = resample_variance(
+        in_sizes, out_sizes, mode=mode, dims=dims, antialias=antialias, scale_factor=scales
+    )
+    inv = var.rsqrt()
+    first = inv.flatten()[0]
+    if torch.equal(inv, first.expand_as(inv)):
+        return float(first)
+    return inv.to(device=device, dtype=dtype)
 
 
 def _restore(y, noise, framewise, b, c, t):

@@ -131,6 +131,13 @@ def _bilinear_half(x: torch.Tensor) -> torch.Tensor:
     return y.reshape(*shape[:-2], shape[-2] // 2, shape[-1] // 2)
 
 
+def _check_noise(noise, shape, what: str) -> None:
+    """Raise unless ``noise`` is a floating tensor of ``shape`` (described as ``what``)."""
+    check_tensor("noise", noise)
+    if noise.shape != shape:
+        raise ValueError(f"noise must have {what} {tuple(shape)}, got {tuple(noise.shape)}")
+
+
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -388,12 +395,7 @@ class PyramidSchedule:
                 device=x.device, dtype=wd,
             )
         else:
-            check_tensor("noise", noise)
-            if noise.shape != up.shape:
-                raise ValueError(
-                    f"noise must have the upsampled shape {tuple(up.shape)}, "
-                    f"got {tuple(noise.shape)}"
-                )
+            _check_noise(noise, up.shape, "the upsampled shape")
             noise = noise.to(device=up.device, dtype=wd)
         out = torch.add(up * alpha, noise, alpha=beta)  # α·Up(x) + β·η
         return out.to(x.dtype)
@@ -475,12 +477,7 @@ class PyramidSchedule:
         if noise is None:
             noise = randn(latents.shape, generator=gens, device=device, dtype=wd)
         else:
-            check_tensor("noise", noise)
-            if noise.shape != latents.shape:
-                raise ValueError(
-                    f"noise must have the shape of latents {tuple(latents.shape)}, "
-                    f"got {tuple(noise.shape)}"
-                )
+            _check_noise(noise, latents.shape, "the shape of latents")
         sampler = sigma_sampler if sigma_sampler is not None else _default_sigma_sampler()
         N = self.num_train_timesteps
         G = B // S
