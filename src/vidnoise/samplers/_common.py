@@ -99,23 +99,36 @@ def to_device(values, dtype, device) -> torch.Tensor:
     return host.to(device)
 
 
+def _tqdm(enabled: bool):
+    """The tqdm class when ``enabled`` and tqdm is installed; else None (with a single
+    ``UserWarning`` when the bar was asked for but tqdm is missing)."""
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        warnings.warn(
+            "progress=True needs tqdm (pip install tqdm); running without a progress bar",
+            stacklevel=4,
+        )
+        return None
+    return tqdm
+
+
 def progress_range(n: int, progress: bool, desc: str):
     """``range(n)``, wrapped in a tqdm bar when ``progress`` is true and tqdm is installed.
 
     Without tqdm a single ``UserWarning`` says the bar is unavailable and the loop runs
     unchanged.
     """
-    if not progress:
-        return range(n)
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        warnings.warn(
-            "progress=True needs tqdm (pip install tqdm); running without a progress bar",
-            stacklevel=3,
-        )
-        return range(n)
-    return tqdm(range(n), desc=desc, leave=False)
+    tqdm = _tqdm(progress)
+    return range(n) if tqdm is None else tqdm(range(n), desc=desc, leave=False)
+
+
+def progress_bar(total: int, progress: bool, desc: str):
+    """A manually updated tqdm bar over ``total`` steps, or None (see :func:`progress_range`)."""
+    tqdm = _tqdm(progress)
+    return None if tqdm is None else tqdm(total=total, desc=desc, leave=False)
 
 
 def check_callable(name: str, fn, *, optional: bool = False):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -19,23 +18,9 @@ import torch
 from vidnoise._checks import check_shape
 from vidnoise.noise import as_generators, noise_pyramid, randn
 from vidnoise.pyramid import PyramidSchedule
+from vidnoise.samplers._common import progress_bar
 
 __all__ = ["sample_pyramid"]
-
-
-def _progress(total: int, enabled: bool):
-    """A tqdm bar over ``total`` model steps when ``enabled`` and tqdm is installed."""
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        warnings.warn(
-            "progress=True needs tqdm (pip install tqdm); running without a progress bar",
-            stacklevel=3,
-        )
-        return None
-    return tqdm(total=total, desc="sample_pyramid", leave=False)
 
 
 def _guidance_plan(guidance, steps: Sequence[int]) -> list[list[float]] | None:
@@ -198,7 +183,7 @@ def sample_pyramid(
         t_dev = ts.to(device=dev, dtype=wd)[:, None].repeat(1, B)  # row i = t_i, shape (B,)
         grids.append((t_dev, [float(r) for r in rs]))
     do_jump = jump if jump is not None else schedule.jump
-    bar = _progress(sum(steps), progress)
+    bar = progress_bar(sum(steps), progress, "sample_pyramid")
 
     def call(x_in, t, k, **kw):
         v = model(x_in, t, k, **kw)
