@@ -199,3 +199,93 @@ def values64(
         allow_inf=allow_inf,
     )
     return v, None
+
+
+# ----------------------------------------------------------------------------- shared rules
+LAYOUTS = ("BCTHW", "BTCHW")
+
+
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The one working-dtype rule: arithmetic on half-precision (float16, bfloat16) tensors
+    is done and accumulated in float32; float32 and float64 stay as they are."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def check_bool(name: str, value) -> bool:
+    """Raise unless ``value`` is exactly True or False (not 0/1, not a tensor)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_callable(name: str, fn, *, optional: bool = False):
+    """Raise unless ``fn`` is callable (or None when ``optional``)."""
+    if fn is None and optional:
+        return None
+    if not callable(fn):
+        what = "a callable or None" if optional else "a callable"
+        raise TypeError(f"{name} must be {what}, got {type(fn).__name__}")
+    return fn
+
+
+def frame_axis(layout: str) -> int:
+    """The frame axis of a 5-D video tensor in ``layout`` ("BCTHW" -> 2, "BTCHW" -> 1)."""
+    check_choice("layout", layout, LAYOUTS)
+    return 2 if layout == "BCTHW" else 1
+
+
+def as_sigma(
+    name: str,
+    sigma,
+    shape,
+    device,
+    *,
+    layout: str | None = None,
+    low=0.0,
+    high=None,
+    low_open: bool = False,
+    high_open: bool = False,
+    allow_inf: bool = False,
+):
+    """The one σ-to-batch rule: ``sigma`` as a checked Python float, or a float64 tensor
+    broadcastable against data of ``shape``.
+
+    Accepted: a Python real; a 0-d tensor; a (B,) tensor (one level per sample, reshaped to
+    (B, 1, ..., 1)); and, when ``layout`` is given and the data is 5-D, a (B, T) tensor (one
+    level per frame: (B, 1, T, 1, 1) for BCTHW, (B, T, 1, 1, 1) for BTCHW). Values are
+    range-checked on the host for CPU tensors only (no device sync); bool and complex tensors
+    raise TypeError.
+    """
+    shape = tuple(shape)
+    if isinstance(sigma, torch.Tensor):
+        if sigma.dtype == torch.bool or sigma.is_complex():
+            raise TypeError(f"{name} must be a real tensor, got dtype {sigma.dtype}")
+        batch = shape[0] if shape else None
+        per_frame = layout is not None and len(shape) == 5
+        frames = shape[frame_axis(layout)] if per_frame else None
+        ok = sigma.dim() == 0 or (sigma.dim() == 1 and sigma.shape[0] == batch)
+        ok = ok or (per_frame and sigma.dim() == 2 and tuple(sigma.shape) == (batch, frames))
+        if not ok:
+            allowed = f"a float, a 0-d tensor or a tensor of shape (B,) = ({batch},)"
+            if per_frame:
+                allowed += f" or (B, T) = ({batch}, {frames})"
+            raise ValueError(
+                f"{name} must be {allowed} matching the data {shape}, got shape "
+                f"{tuple(sigma.shape)}"
+            )
+        check_values(
+            name, sigma, low=low, high=high, low_open=low_open, high_open=high_open,
+            allow_inf=allow_inf,
+        )
+        s = sigma.to(device=device, dtype=float64_for(device))
+        if s.dim() == 1:
+            s = s.reshape(s.shape[0], *([1] * (len(shape) - 1)))
+        elif s.dim() == 2:
+            view = [s.shape[0], 1, 1, 1, 1]
+            view[frame_axis(layout)] = s.shape[1]
+            s = s.reshape(view)
+        return s
+    return check_float(
+        name, sigma, low=low, high=high, low_open=low_open, high_open=high_open,
+        allow_inf=allow_inf,
+    )
