@@ -160,13 +160,13 @@ def test_edm_add_noise_against_numpy():
 def test_edm_offset_noise_is_one_draw_per_batch_and_channel():
     x0, eps = _data((3, 4, 2, 5, 5), seed=5)
     eta = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
-    x = edm.add_noise(x0, eps, 0.7, offset_noise=0.3, offset=eta)
+    x = EDMPath(offset_noise=0.3).add_noise(x0, eps, 0.7, offset=eta)
     resid = _np(x) - _np(x0) - 0.7 * _np(eps)
     want = np.broadcast_to(0.3 * _np(eta)[:, :, None, None, None], resid.shape)
     np.testing.assert_allclose(resid, want, rtol=1e-12, atol=1e-12)
     # drawn: constant over (T, H, W), per-sample generators give item i from generator i
     gens = [torch.Generator().manual_seed(i) for i in range(3)]
-    x = edm.add_noise(x0, eps, 0.7, offset_noise=0.3, generator=gens)
+    x = EDMPath(offset_noise=0.3).add_noise(x0, eps, 0.7, generator=gens)
     resid = x - x0 - 0.7 * eps
     assert torch.allclose(resid, resid[:, :, :1, :1, :1].expand_as(resid), atol=1e-12)
     for i in range(3):
@@ -178,7 +178,8 @@ def test_edm_offset_noise_std():
     """The per-(B, C) offsets have std offset_noise: chi-square bound on 4000 draws."""
     n = 4000
     x0 = torch.zeros(n, 1, 2, 2)
-    x = edm.add_noise(x0, x0, 1.0, offset_noise=0.5, generator=torch.Generator().manual_seed(0))
+    x = EDMPath(offset_noise=0.5).add_noise(
+        x0, x0, 1.0, generator=torch.Generator().manual_seed(0))
     var = x[:, 0, 0, 0].double().var().item()
     # sample variance of n normals: relative std sqrt(2/(n-1)); allow 5 of them
     assert abs(var / 0.25 - 1) < 5 * math.sqrt(2 / (n - 1))
@@ -190,9 +191,9 @@ def test_edm_precondition_reference_values_and_identities():
         (0.2, 1 / math.sqrt(5), 2 / math.sqrt(5), 0.0), rel=1e-15)
     sig = np.array([1e-3, 0.1, 0.5, 1.0, 5.0, 80.0])
     for sd in (0.5, 1.0):
-        cs, co, ci, cn = edm.precondition(torch.tensor(sig), sigma_data=sd)
+        cs, co, ci, cn = EDMPath(sd).precondition(torch.tensor(sig))
         np.testing.assert_allclose(_np(cs) + _np(co) ** 2 / sd**2, 1.0, rtol=1e-12)
-        np.testing.assert_allclose(_np(edm.loss_weight(torch.tensor(sig), sd)),
+        np.testing.assert_allclose(_np(EDMPath(sd).loss_weight(torch.tensor(sig))),
                                    1 / _np(co) ** 2, rtol=1e-12)
         # c_in gives unit input variance for data of std sigma_data
         np.testing.assert_allclose(_np(ci) ** 2 * (sd**2 + sig**2), 1.0, rtol=1e-12)
@@ -201,22 +202,23 @@ def test_edm_precondition_reference_values_and_identities():
 
 def test_edm_precondition_with_offset_noise_uses_sigma_eff():
     sig, off, sd = 0.3, 0.4, 0.5  # sigma_eff = 0.5
-    got = edm.precondition(sig, sigma_data=sd, offset_noise=off)
+    p = EDMPath(sd, off)
+    got = p.precondition(sig)
     want = (0.5, 0.5 * 0.5 / math.sqrt(0.5), 1 / math.sqrt(0.5), math.log(0.5) / 4)
     assert got == pytest.approx(want, rel=1e-14)
-    assert edm.loss_weight(sig, sd, off) == pytest.approx(1 / got[1] ** 2, rel=1e-14)
+    assert p.loss_weight(sig) == pytest.approx(1 / got[1] ** 2, rel=1e-14)
     # tensors (any shape) give the same values elementwise, via sigma_eff too
     sig_t = torch.tensor([[0.0, 0.3], [1.0, 7.0]], dtype=torch.float64)
-    out_t = edm.precondition(sig_t, sigma_data=sd, offset_noise=off)
+    out_t = p.precondition(sig_t)
     for k, s in enumerate(sig_t.flatten().tolist()):
         sd_e = math.sqrt(s * s + off * off)
         want = (sd**2 / (sd_e**2 + sd**2), sd_e * sd / math.sqrt(sd_e**2 + sd**2),
                 1 / math.sqrt(sd_e**2 + sd**2), math.log(sd_e) / 4)
         assert [c.flatten()[k].item() for c in out_t] == pytest.approx(want, rel=1e-14)
-    assert edm.loss_weight(sig_t, sd, off)[0, 0].item() == pytest.approx(
+    assert p.loss_weight(sig_t)[0, 0].item() == pytest.approx(
         (off**2 + sd**2) / (off * sd) ** 2, rel=1e-14)
     # sigma 0 with offset is finite; without it the limits are exact
-    assert math.isfinite(edm.precondition(0.0, offset_noise=0.1)[3])
+    assert math.isfinite(EDMPath(offset_noise=0.1).precondition(0.0)[3])
     assert edm.precondition(0.0) == (1.0, 0.0, 2.0, -math.inf)
     assert edm.loss_weight(0.0) == math.inf
 
@@ -240,7 +242,7 @@ def test_denoiser_from_network_is_the_gaussian_posterior_mean():
         seen["x_in"], seen["c_noise"], seen["cond"] = x_in, c_noise, cond
         return torch.zeros_like(x_in)
 
-    d = edm.denoiser_from_network(zero_net, sigma_data=0.5)
+    d = EDMPath(sigma_data=0.5).denoiser_from_network(zero_net)
     x = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
     sig = torch.tensor([0.1, 1.0, 10.0])
     out = d(x, sig, cond="c")
@@ -255,7 +257,7 @@ def test_denoiser_combines_network_output():
     def net(x_in, c_noise):
         return torch.ones_like(x_in) * 2.0
 
-    d = edm.denoiser_from_network(net, sigma_data=1.0, offset_noise=0.0)
+    d = EDMPath(sigma_data=1.0, offset_noise=0.0).denoiser_from_network(net)
     x = torch.full((2, 1, 3), 3.0, dtype=torch.float64)
     out = d(x, 1.0)  # c_skip = 1/2, c_out = 1/sqrt(2)
     torch.testing.assert_close(out, torch.full_like(x, 1.5 + 2 / math.sqrt(2)))
@@ -266,7 +268,7 @@ def test_denoiser_combines_network_output():
     with pytest.raises(TypeError, match="network"):
         edm.denoiser_from_network(3)
     with pytest.raises(ValueError, match="sigma_data"):
-        edm.denoiser_from_network(net, sigma_data=0.0)
+        EDMPath(sigma_data=0.0)
 
 
 def test_edm_sample_and_conversions():
@@ -279,7 +281,7 @@ def test_edm_sample_and_conversions():
                                rtol=1e-5, atol=1e-5)
     # with given noise the generator draws only the offset
     g = torch.Generator().manual_seed(2)
-    out = edm.sample(x0, 1.0, noise=torch.zeros_like(x0), generator=g, offset_noise=0.1)
+    out = EDMPath(offset_noise=0.1).sample(x0, 1.0, noise=torch.zeros_like(x0), generator=g)
     eta = torch.randn(2, 3, 1, 1, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(out.x, x0 + 0.1 * eta)
 
@@ -293,7 +295,7 @@ def test_edm_half_precision_and_empty(dtype):
         * eps.to(dtype).double()
     _assert_ulp(x, ref, dtype)
     e = torch.zeros(0, 3, 4, 4, dtype=dtype)
-    assert edm.sample(e, torch.zeros(0), offset_noise=0.1).x.shape == (0, 3, 4, 4)
+    assert EDMPath(offset_noise=0.1).sample(e, torch.zeros(0)).x.shape == (0, 3, 4, 4)
 
 
 def test_edm_bad_input():
@@ -305,13 +307,13 @@ def test_edm_bad_input():
     with pytest.raises(ValueError, match="sigma.*inf"):
         edm.precondition(torch.tensor([1.0, math.inf]))
     with pytest.raises(ValueError, match=r"offset_noise must be in \[0.0, inf\], got -0.1"):
-        edm.precondition(1.0, offset_noise=-0.1)
+        EDMPath(offset_noise=-0.1)
     with pytest.raises(ValueError, match=r"sigma_data must be in \(0.0, inf\], got 0.0"):
-        edm.loss_weight(1.0, sigma_data=0.0)
+        EDMPath(sigma_data=0.0)
     with pytest.raises(ValueError, match="offset must have shape"):
-        edm.add_noise(x0, eps, 1.0, offset_noise=0.1, offset=torch.zeros(2, 4))
+        EDMPath(offset_noise=0.1).add_noise(x0, eps, 1.0, offset=torch.zeros(2, 4))
     with pytest.raises(ValueError, match="channel dim"):
-        edm.add_noise(x0[:, 0, 0], eps[:, 0, 0], 1.0, offset_noise=0.1)
+        EDMPath(offset_noise=0.1).add_noise(x0[:, 0, 0], eps[:, 0, 0], 1.0)
 
 
 # ----------------------------------------------------------------------------- VP
