@@ -48,18 +48,12 @@ from vidnoise._checks import (
     values64,
     work_dtype,
 )
+from vidnoise.conventions import FLOW_SIGMA_HINT
 from vidnoise.noise import GeneratorLike, randn
 
 __all__ = ["PathSample", "PathCoefficients", "FlowPath", "EDMPath", "VPPath"]
 
 Sigma = float | torch.Tensor
-
-#: The fix appended to a flow-σ range error (σ given on diffusers' 0..1000 timestep scale).
-FLOW_SIGMA_HINT = (
-    "a flow sigma is the noise fraction in [0, 1] (1 = pure noise); timesteps on a 0..1000 "
-    "scale convert with vidnoise.conventions.timestep_to_sigma(t)"
-)
-
 
 @dataclass(frozen=True, eq=False)
 class PathSample:

@@ -14,6 +14,7 @@ import math
 import torch
 
 from vidnoise._checks import check_float, check_int, values64
+from vidnoise.conventions import FLOW_SIGMA_HINT
 from vidnoise.paths import VPPath
 
 __all__ = [
@@ -25,6 +26,9 @@ __all__ = [
     "resolution_shift_mu",
     "vp_sigmas",
 ]
+
+
+_LOG_FLOAT64_MAX = math.log(torch.finfo(torch.float64).max)  # 709.78
 
 
 def _grid(values: torch.Tensor, device) -> torch.Tensor:
@@ -56,7 +60,9 @@ def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, *, devi
     """Karras et al. (EDM) grid: ``n`` values then 0 (``n + 1`` in all).
 
     ``sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho`` for
-    i = 0 .. n-1 (``n = 1`` gives ``[sigma_max, 0]``), computed in float64. DIAMOND's
+    i = 0 .. n-1 (``n = 1`` gives ``[sigma_max, 0]``), computed in float64 as
+    ``sigma_max (1 + i/(n-1) (r - 1))^rho`` with ``r = (sigma_min/sigma_max)^(1/rho)``, which
+    does not overflow for any ``rho > 0``. DIAMOND's
     3-step grid ``karras(3, 2e-3, 5)`` is ``[5.0, 0.283, 0.002, 0]``. EDM noise stds; requires
     ``0 < sigma_min < sigma_max`` and ``rho > 0``.
     """
@@ -65,12 +71,15 @@ def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, *, devi
     sigma_max = check_float("sigma_max", sigma_max, low=0.0, low_open=True)
     rho = check_float("rho", rho, low=0.0, low_open=True)
     _check_min_max(sigma_min, sigma_max)
-    hi, lo = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
+    # (hi + ramp (lo - hi))^rho with hi = sigma_max^(1/rho), lo = sigma_min^(1/rho), written
+    # as sigma_max (1 + ramp (r - 1))^rho with r = lo / hi in (0, 1): no overflow for any rho
+    # (sigma_max^(1/rho) overflows float64 for rho < ~0.003; r may underflow to 0 harmlessly).
+    r = (sigma_min / sigma_max) ** (1.0 / rho)
     if n == 1:
         ramp = torch.zeros(1, dtype=torch.float64)
     else:
         ramp = torch.arange(n, dtype=torch.float64) / (n - 1)
-    sig = (hi + ramp * (lo - hi)) ** rho
+    sig = sigma_max * (1.0 + ramp * (r - 1.0)) ** rho
     sig[0] = sigma_max  # exact ends
     if n > 1:
         sig[-1] = sigma_min
@@ -118,8 +127,12 @@ def linear_quadratic(
 
 
 def _shift64(sigma, s: float):
-    """``s sigma / (1 + (s - 1) sigma)`` for a float or a float64 tensor (no checks)."""
-    return s * sigma / (1.0 + (s - 1.0) * sigma)
+    """``s sigma / (s sigma + 1 - sigma)`` for a float or a float64 tensor (no checks).
+
+    Equal to ``s sigma / (1 + (s - 1) sigma)``, but both terms of the denominator are >= 0
+    on [0, 1], so no cancellation: ``shift(1, 1e-17)`` is 1, not a division by zero.
+    """
+    return s * sigma / (s * sigma + (1.0 - sigma))
 
 
 def shift(sigmas, shift: float):
@@ -129,10 +142,11 @@ def shift(sigmas, shift: float):
     steps at high noise. It maps [0, 1] onto itself, keeps 0 and 1, and is the EDM scaling
     ``sigma_edm -> s sigma_edm`` in flow coordinates (``sigma_edm = sigma / (1 - sigma)``).
     ``sigmas``: a float or a tensor (any shape) of values in [0, 1]; returns the same kind,
-    dtype and shape (computed in float64).
+    dtype and shape (computed in float64 as ``s sigma / (s sigma + 1 - sigma)``, exact at the
+    ends for every finite ``s > 0``).
     """
     s = check_float("shift", shift, low=0.0, low_open=True)
-    v, dt = values64("sigmas", sigmas, low=0.0, high=1.0)
+    v, dt = values64("sigmas", sigmas, low=0.0, high=1.0, hint=FLOW_SIGMA_HINT)
     out = _shift64(v, s)
     return float(out) if dt is None else out.to(dt)
 
@@ -176,7 +190,14 @@ def resolution_shift(
     exponential time shift with exponent 1. Longer sequences get a larger shift.
     """
     mu = resolution_shift_mu(seq_len, base_seq_len, max_seq_len, base_shift, max_shift)
-    return shift(sigmas, math.exp(mu))
+    factor = math.exp(mu) if mu < _LOG_FLOAT64_MAX else math.inf
+    if not 0.0 < factor < math.inf:
+        raise ValueError(
+            f"seq_len={seq_len} gives mu={mu:.6g} and a shift exp(mu) outside the float64 range "
+            f"(|mu| must stay below {_LOG_FLOAT64_MAX:.1f}); seq_len is the number of latent "
+            f"tokens, compare base_seq_len={base_seq_len}, max_seq_len={max_seq_len}"
+        )
+    return shift(sigmas, factor)
 
 
 def vp_sigmas(n: int, path: VPPath | None = None, *, alpha_bar_min: float = 2.0**-24,
