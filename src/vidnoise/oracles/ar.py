@@ -73,8 +73,15 @@ class LinearGaussianAR:
             )
         A, B = _level("a_path", a_path, x), _level("b_path", b_path, x)
         m = self.a * x_prev.to(torch.float64)
-        gain = A * self.q / (A * A * self.q + B * B)  # 1/A at B = 0: E = m + (x - A m)/A = x/A
-        return (m + gain * (x.to(torch.float64) - A * m)).to(x.dtype)
+        xd = x.to(torch.float64)
+        gain = A * self.q / (A * A * self.q + B * B)
+        out = m + gain * (xd - A * m)
+        # B = 0: noiseless, E = x / A exactly (the formula gives it only up to rounding)
+        if isinstance(B, float):
+            out = xd / A if B == 0.0 else out
+        else:
+            out = torch.where(B == 0.0, xd / A, out)
+        return out.to(x.dtype)
 
     def denoiser(self, x_prev: torch.Tensor):
         """Exact EDM denoiser given the previous frame:

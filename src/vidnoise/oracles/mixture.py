@@ -132,7 +132,8 @@ class GaussianMixture:
     def denoiser(self, x: torch.Tensor, sigma) -> torch.Tensor:
         """Exact EDM denoiser ``D(x, σ) = E[x0 | x0 + σ·ε = x]`` (EDMPath: a = 1, b = σ);
         ``D(x, 0) = x``."""
-        return self.posterior_mean(1.0, sigma, x)
+        check_tensor("x", x, ndims=(2,))
+        return self.posterior_mean(1.0, _per_row("sigma", sigma, x), x)
 
     def velocity(self, x: torch.Tensor, sigma) -> torch.Tensor:
         """Exact flow velocity ``E[ε - x0 | x]`` for ``x = (1-σ)·x0 + σ·ε``, σ in [0, 1].
