@@ -690,3 +690,27 @@ def test_edm_path_holds_its_parameters():
     x0, eps = _data((2, 3))
     x = EDMPath().add_noise(x0, eps, 0.7)
     torch.testing.assert_close(EDMPath().velocity_from_x0(x, x0, 0.7), eps)
+
+
+@pytest.mark.parametrize("layout", ["BCTHW", "BTCHW"])
+def test_denoiser_takes_per_frame_sigma_with_a_layout(layout):
+    """Per-frame σ: frame f of the output is the denoiser at σ_f, c_noise arrives as (B, T)."""
+    seen = {}
+
+    def net(x_in, c_noise):
+        seen["c_noise"] = c_noise
+        return torch.zeros_like(x_in)
+
+    shape = (2, 3, 4, 2, 2) if layout == "BCTHW" else (2, 4, 3, 2, 2)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    sig = torch.tensor([[0.1, 0.5, 1.0, 4.0], [2.0, 2.0, 0.3, 0.0]], dtype=torch.float64)
+    d = EDMPath().denoiser_from_network(net, layout=layout)
+    out = d(x, sig)
+    assert seen["c_noise"].shape == (2, 4)
+    ax = 2 if layout == "BCTHW" else 1
+    for f in range(4):
+        want = 0.25 / (0.25 + sig[:, f] ** 2)  # N(0, sd²) data: D = c_skip·x
+        torch.testing.assert_close(out.select(ax, f),
+                                   want.reshape(2, 1, 1, 1) * x.select(ax, f))
+    with pytest.raises(ValueError, match=r"sigma must be.*\(B,\) = \(2,\)"):
+        EDMPath().denoiser_from_network(net)(x, sig)  # no layout: per-sample only

@@ -1,6 +1,7 @@
 """Named converters between vidnoise's conventions and those of the reference codebases.
 
-vidnoise uses one convention inside (see ``docs/conventions.md`` for the full table):
+vidnoise uses one convention inside (``docs/math.md §1``; ``docs/conventions.md`` has the
+full table):
 
 * flow paths: ``x = (1 - sigma) * x0 + sigma * eps``, ``sigma`` in [0, 1] is the *noise
   fraction* (``sigma = 1`` is pure noise); velocity ``v = dx/dsigma = eps - x0``;

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vidnoise._checks import (
+    LAYOUTS,
     as_sigma,
     check_bool,
     check_callable,
@@ -392,14 +393,18 @@ class EDMPath(_AffinePath):
         se = torch.hypot(s, torch.full_like(s, self.offset_noise))
         return (inv_sd2 + 1.0 / (se * se)).to(dt)
 
-    def denoiser_from_network(self, network: Callable) -> Callable:
+    def denoiser_from_network(self, network: Callable, *, layout: str | None = None) -> Callable:
         """Wrap a raw network ``F(x_in, c_noise, *args)`` into the denoiser ``D(x, σ, *args)``.
 
         ``D(x, σ) = c_skip·x + c_out·F(c_in·x, c_noise)`` with the coefficients of
         :meth:`precondition`; ``c_noise`` is passed as a (B,) tensor (float32, float64 for
-        float64 data) and ``c_in·x`` in ``x``'s dtype. ``D`` estimates ``x0``.
+        float64 data) and ``c_in·x`` in ``x``'s dtype. ``D`` estimates ``x0``. With ``layout``
+        ("BCTHW" or "BTCHW") the denoiser also takes per-frame σ of shape (B, T) on 5-D video
+        and passes ``c_noise`` as (B, T).
         """
-        return _EDMDenoiser(check_callable("network", network), self)
+        if layout is not None:
+            check_choice("layout", layout, LAYOUTS)
+        return _EDMDenoiser(check_callable("network", network), self, layout)
 
     def sample(
         self,
@@ -428,10 +433,11 @@ class _EDMDenoiser:
 
     network: Callable
     path: EDMPath
+    layout: str | None = None
 
     def __call__(self, x: torch.Tensor, sigma: Sigma, *args, **kwargs) -> torch.Tensor:
         _check_batched("x", x)
-        s = as_sigma("sigma", sigma, x.shape, x.device)
+        s = as_sigma("sigma", sigma, x.shape, x.device, layout=self.layout)
         c_skip, c_out, c_in, c_noise = self.path._precondition64(s)
         x_in = _combine(x.shape, x.dtype, x.device, (c_in, x))
         noise_cond = level_out(sigma, c_noise, x.shape[0], x.dtype, x.device)

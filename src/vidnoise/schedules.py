@@ -4,7 +4,8 @@ Flow grids (:func:`linear`, :func:`linear_quadratic`, and :func:`shift` /
 :func:`resolution_shift` applied to them) hold noise fractions ``sigma`` in [0, 1] of the
 path ``x = (1-sigma) x0 + sigma eps``. EDM grids (:func:`karras`, :func:`vp_sigmas`) hold noise
 stds of ``x = x0 + sigma eps``. Grids end at 0 (the clean sample), so ``n`` steps take
-``n + 1`` values (:func:`karras` returns its ``n`` values then 0).
+``n + 1`` values (:func:`karras` returns its ``n`` values then 0). Derivations and the grids
+of each pipeline: ``docs/math.md §7`` (diffusers' default FlowMatch grid: §12).
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ def _check_min_max(sigma_min: float, sigma_max: float) -> None:
 def linear(n: int, sigma_max: float = 1.0, sigma_min: float = 0.0, *, device=None):
     """``n + 1`` evenly spaced values from ``sigma_max`` down to ``sigma_min`` (inclusive).
 
-    The default is the flow grid ``1, 1 - 1/n, ..., 0`` of Mochi / SD3 Euler sampling
-    (before any :func:`shift`). Requires ``n >= 1`` and ``0 <= sigma_min < sigma_max``.
+    The default is the plain flow grid ``1, 1 - 1/n, ..., 0`` (before any :func:`shift`). It
+    is neither diffusers' default FlowMatch grid (whose low end is shifted twice, see
+    ``docs/math.md §12``) nor Mochi's default (:func:`linear_quadratic`). Requires ``n >= 1``
+    and ``0 <= sigma_min < sigma_max``.
     """
     n = check_int("n", n, minimum=1)
     sigma_max = check_float("sigma_max", sigma_max, low=0.0, low_open=True)
