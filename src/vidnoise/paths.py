@@ -335,26 +335,11 @@ class EDMPath(_AffinePath):
         shape, dtype, device = _tensors(x0=x0, noise=noise)
         c = self._at(sigma, shape, device, layout)
         terms = [(c.a, x0), (c.b, noise)]
-        if self.offset_noise == 0.0:
-            if offset is not None:
-                raise ValueError("offset was given but the path's offset_noise is 0")
-            return _combine(shape, dtype, device, *terms)
-        if len(shape) < 2:
-            raise ValueError(
-                f"offset noise needs data with a channel dim (B, C, ...), got {tuple(shape)}"
-            )
-        eta_shape = (shape[0], shape[1]) + (1,) * (len(shape) - 2)
-        if offset is None:
-            eta = randn(eta_shape, generator=generator, device=device, dtype=x0.dtype)
-        else:
-            check_tensor("offset", offset)
-            if offset.numel() != shape[0] * shape[1] or offset.shape[:2] != shape[:2]:
-                raise ValueError(
-                    f"offset must have shape (B, C) = {tuple(shape[:2])} (or with trailing "
-                    f"1s), got {tuple(offset.shape)}"
-                )
-            eta = offset.reshape(eta_shape)
-        return _combine(shape, dtype, device, *terms, (self.offset_noise, eta))
+        if self.offset_noise > 0.0:
+            terms.append((self.offset_noise, _offset_eta(shape, offset, generator, x0)))
+        elif offset is not None:
+            raise ValueError("offset was given but the path's offset_noise is 0")
+        return _combine(shape, dtype, device, *terms)
 
     def _precondition64(self, s):
         """float64 ``(c_skip, c_out, c_in, c_noise)``; overflow-free for σ up to float max."""
@@ -427,6 +412,24 @@ class EDMPath(_AffinePath):
         return PathSample(x, x0, level_out(sigma, s, x0.shape[0], x0.dtype, x0.device), noise)
 
 
+def _offset_eta(shape, offset, generator, like: torch.Tensor) -> torch.Tensor:
+    """DIAMOND's unit offset draw η of shape (B, C, 1, ..., 1): ``offset`` reshaped, or drawn."""
+    if len(shape) < 2:
+        raise ValueError(
+            f"offset noise needs data with a channel dim (B, C, ...), got {tuple(shape)}"
+        )
+    eta_shape = (shape[0], shape[1]) + (1,) * (len(shape) - 2)
+    if offset is None:
+        return randn(eta_shape, generator=generator, device=like.device, dtype=like.dtype)
+    check_tensor("offset", offset)
+    if offset.numel() != shape[0] * shape[1] or offset.shape[:2] != shape[:2]:
+        raise ValueError(
+            f"offset must have shape (B, C) = {tuple(shape[:2])} (or with trailing 1s), got "
+            f"{tuple(offset.shape)}"
+        )
+    return offset.reshape(eta_shape)
+
+
 @dataclass(frozen=True)
 class _EDMDenoiser:
     """``D(x, σ) = c_skip·x + c_out·F(c_in·x, c_noise)`` around a raw network ``F``."""
@@ -450,8 +453,23 @@ class _EDMDenoiser:
 
 
 # ----------------------------------------------------------------------------- VP
-def _scaled_linear_betas(n: int, beta_start: float, beta_end: float) -> torch.Tensor:
-    return torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float64) ** 2
+def _alpha_bar_table(n, b0, b1, schedule, snr_shift, zero_snr) -> torch.Tensor:
+    """float64 ᾱ_0..ᾱ_{N-1} in the order of diffusers' CogVideoX scheduler: betas, cumprod,
+    SNR shift, then (optionally) the zero-terminal-SNR rescale (formulas in :class:`VPPath`)."""
+    if schedule == "scaled_linear":
+        betas = torch.linspace(b0**0.5, b1**0.5, n, dtype=torch.float64) ** 2
+    else:
+        betas = torch.linspace(b0, b1, n, dtype=torch.float64)
+    ab = torch.cumprod(1.0 - betas, 0)
+    ab = ab / (snr_shift + (1.0 - snr_shift) * ab)
+    if zero_snr:
+        if not float(ab[0]) > float(ab[-1]):
+            raise ValueError(
+                "rescale_zero_terminal_snr needs abar to decrease (beta_end > 0), got "
+                f"beta_start={b0}, beta_end={b1}"
+            )
+        ab = _zero_terminal_snr(ab)
+    return ab
 
 
 def _zero_terminal_snr(alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -494,20 +512,8 @@ class VPPath(_AffinePath):
         b1 = check_float("beta_end", self.beta_end, low=0.0, high=1.0, high_open=True)
         check_choice("beta_schedule", self.beta_schedule, ("scaled_linear", "linear"))
         s = check_float("snr_shift_scale", self.snr_shift_scale, low=0.0, low_open=True)
-        check_bool("rescale_zero_terminal_snr", self.rescale_zero_terminal_snr)
-        if self.beta_schedule == "scaled_linear":
-            betas = _scaled_linear_betas(n, b0, b1)
-        else:
-            betas = torch.linspace(b0, b1, n, dtype=torch.float64)
-        ab = torch.cumprod(1.0 - betas, 0)
-        ab = ab / (s + (1.0 - s) * ab)
-        if self.rescale_zero_terminal_snr:
-            if not float(ab[0]) > float(ab[-1]):
-                raise ValueError(
-                    "rescale_zero_terminal_snr needs abar to decrease (beta_end > 0), got "
-                    f"beta_start={b0}, beta_end={b1}"
-                )
-            ab = _zero_terminal_snr(ab)
+        zero = check_bool("rescale_zero_terminal_snr", self.rescale_zero_terminal_snr)
+        ab = _alpha_bar_table(n, b0, b1, self.beta_schedule, s, zero)
         object.__setattr__(self, "_alpha_bar", ab)
         object.__setattr__(self, "_on_device", {})
 
