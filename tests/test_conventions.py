@@ -165,3 +165,33 @@ def test_bad_types():
         C.sigma_to_timestep(torch.tensor([True]))
     with pytest.raises(ValueError, match="num_train_timesteps"):
         C.sigma_to_timestep(0.5, num_train_timesteps=0)
+
+
+# ----------------------------------------------------------------------------- trust pass
+@pytest.mark.parametrize("fn", [C.sigma_to_timestep, C.sigma_to_mochi_timestep, C.signal_level,
+                                C.flow_sigma_to_edm])
+def test_flow_sigma_on_the_timestep_scale_points_at_the_converter(fn):
+    with pytest.raises(ValueError, match=r"got 500.0.*conventions.timestep_to_sigma"):
+        fn(500.0)
+    with pytest.raises(ValueError, match=r"got 1000.0.*conventions.timestep_to_sigma"):
+        fn(torch.tensor([0.5, 1000.0]))
+
+
+def test_gamma_in_the_wrong_sign_points_at_the_converter():
+    with pytest.raises(ValueError, match=r"gamma_code must be in \[0.0, inf\], got -0.333.*"
+                                         r"paper sign.*conventions.gamma_paper_to_code"):
+        C.gamma_code_to_paper(-1 / 3)
+    with pytest.raises(ValueError, match=r"gamma_paper.*got 0.333.*already the code sign"):
+        C.gamma_paper_to_code(torch.tensor([1 / 3]))
+
+
+@pytest.mark.parametrize("fn", [C.sigma_to_timestep, C.timestep_to_sigma, C.flow_sigma_to_edm,
+                                C.alpha_bar_to_edm_sigma, C.gamma_paper_to_code,
+                                C.velocity_to_mochi, C.mochi_to_velocity, shift])
+def test_meta_complex_and_bool_tensors_name_the_argument(fn):
+    call = (lambda t: fn(t, 3.0)) if fn is shift else fn
+    with pytest.raises(ValueError, match=r"^\w+ is a meta tensor"):
+        call(torch.zeros(3, device="meta"))
+    for dt in (torch.complex64, torch.bool):
+        with pytest.raises(TypeError, match=rf"^\w+ must be a real tensor, got dtype {dt}"):
+            call(torch.zeros(3, dtype=dt))

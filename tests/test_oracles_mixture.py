@@ -166,3 +166,54 @@ def test_ar_bad_input():
         ar.denoiser(torch.zeros(2, 3))(torch.zeros(2, 4), 1.0)
     with pytest.raises(ValueError, match="n_frames must be >= 1"):
         ar.sample(torch.zeros(2), 0)
+
+
+# ----------------------------------------------------------------------------- σ = 0
+def test_mixture_at_sigma_zero_is_the_exact_limit():
+    """At σ = 0 the path is noiseless: D(x, 0) = x and v(x, 0) = E[ε] - x0 = -x. The old code
+    gave NaN (0/0 in the velocity; 0/0 in the responsibilities of a point-mass component).
+    The limit is checked against the formula at σ = 1e-7 (v(x, σ) = -x + O(σ))."""
+    gm = _mixture_1d()
+    x = torch.linspace(-2, 2, 9, dtype=torch.float64)[:, None]
+    assert torch.equal(gm.denoiser(x, 0.0), x)
+    assert torch.equal(gm.velocity(x, 0.0), -x)
+    torch.testing.assert_close(gm.velocity(x, 1e-7), -x, rtol=0, atol=1e-5)
+    # per-sample σ with zeros among them: the other rows are unchanged
+    s = torch.tensor([0.0, 0.5] * 4 + [0.0], dtype=torch.float64)
+    v = gm.velocity(x, s)
+    assert torch.equal(v[s == 0], -x[s == 0])
+    torch.testing.assert_close(v[1:2], gm.velocity(x[1:2], 0.5))
+    # a point-mass component (zero covariance) at σ = 0
+    pm = GaussianMixture([0.5, 0.5], torch.tensor([[1.0], [-1.0]]), torch.zeros(2, 1, 1))
+    pts = torch.tensor([[1.0], [-1.0]], dtype=torch.float64)
+    assert torch.equal(pm.denoiser(pts, 0.0), pts)
+    assert torch.equal(pm.velocity(pts, 0.0), -pts)
+    # σ = 1 (a = 0): E[x0 | x] is the data mean, v = x - mean
+    torch.testing.assert_close(gm.velocity(x, 1.0), x - gm.mean)
+
+
+def test_ar_at_sigma_zero_is_the_exact_limit():
+    ar = LinearGaussianAR(0.9, 0.2)
+    g = _gen(8)
+    xp = torch.randn(3, 2, 4, generator=g, dtype=torch.float64)
+    x = torch.randn(3, 2, 4, generator=g, dtype=torch.float64)
+    assert torch.equal(ar.denoiser(xp)(x, 0.0), x)
+    assert torch.equal(ar.velocity(xp)(x, 0.0), -x)
+    s = torch.tensor([0.0, 0.3, 0.0], dtype=torch.float64)
+    v = ar.velocity(xp)(x, s)
+    assert torch.equal(v[0], -x[0]) and torch.equal(v[2], -x[2])
+    torch.testing.assert_close(v[1:2], ar.velocity(xp[1:2])(x[1:2], 0.3))
+    torch.testing.assert_close(ar.velocity(xp)(x, 1e-7), -x, rtol=0, atol=1e-5)
+
+
+def test_oracle_levels_name_the_argument():
+    gm, ar = _mixture_1d(), LinearGaussianAR(0.5, 0.1)
+    x = torch.zeros(3, 1)
+    with pytest.raises(ValueError, match=r"sigma must be in \[0.0, 1.0\], got 1.5"):
+        gm.velocity(x, 1.5)
+    with pytest.raises(ValueError, match=r"sigma must be a float.*\(B,\) = \(3,\)"):
+        gm.denoiser(x, torch.ones(2))
+    with pytest.raises(ValueError, match=r"b must be in \[0.0, inf\], got -1.0"):
+        gm.posterior_mean(1.0, -1.0, x)
+    with pytest.raises(ValueError, match=r"sigma must be in \[0.0, 1.0\], got -0.5"):
+        ar.velocity(torch.zeros(3, 2))(torch.zeros(3, 2), -0.5)

@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vidnoise.paths import EDMPath, FlowPath, PathSample, VPPath
 
@@ -160,13 +162,13 @@ def test_edm_add_noise_against_numpy():
 def test_edm_offset_noise_is_one_draw_per_batch_and_channel():
     x0, eps = _data((3, 4, 2, 5, 5), seed=5)
     eta = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
-    x = edm.add_noise(x0, eps, 0.7, offset_noise=0.3, offset=eta)
+    x = EDMPath(offset_noise=0.3).add_noise(x0, eps, 0.7, offset=eta)
     resid = _np(x) - _np(x0) - 0.7 * _np(eps)
     want = np.broadcast_to(0.3 * _np(eta)[:, :, None, None, None], resid.shape)
     np.testing.assert_allclose(resid, want, rtol=1e-12, atol=1e-12)
     # drawn: constant over (T, H, W), per-sample generators give item i from generator i
     gens = [torch.Generator().manual_seed(i) for i in range(3)]
-    x = edm.add_noise(x0, eps, 0.7, offset_noise=0.3, generator=gens)
+    x = EDMPath(offset_noise=0.3).add_noise(x0, eps, 0.7, generator=gens)
     resid = x - x0 - 0.7 * eps
     assert torch.allclose(resid, resid[:, :, :1, :1, :1].expand_as(resid), atol=1e-12)
     for i in range(3):
@@ -178,7 +180,8 @@ def test_edm_offset_noise_std():
     """The per-(B, C) offsets have std offset_noise: chi-square bound on 4000 draws."""
     n = 4000
     x0 = torch.zeros(n, 1, 2, 2)
-    x = edm.add_noise(x0, x0, 1.0, offset_noise=0.5, generator=torch.Generator().manual_seed(0))
+    x = EDMPath(offset_noise=0.5).add_noise(
+        x0, x0, 1.0, generator=torch.Generator().manual_seed(0))
     var = x[:, 0, 0, 0].double().var().item()
     # sample variance of n normals: relative std sqrt(2/(n-1)); allow 5 of them
     assert abs(var / 0.25 - 1) < 5 * math.sqrt(2 / (n - 1))
@@ -190,9 +193,9 @@ def test_edm_precondition_reference_values_and_identities():
         (0.2, 1 / math.sqrt(5), 2 / math.sqrt(5), 0.0), rel=1e-15)
     sig = np.array([1e-3, 0.1, 0.5, 1.0, 5.0, 80.0])
     for sd in (0.5, 1.0):
-        cs, co, ci, cn = edm.precondition(torch.tensor(sig), sigma_data=sd)
+        cs, co, ci, cn = EDMPath(sd).precondition(torch.tensor(sig))
         np.testing.assert_allclose(_np(cs) + _np(co) ** 2 / sd**2, 1.0, rtol=1e-12)
-        np.testing.assert_allclose(_np(edm.loss_weight(torch.tensor(sig), sd)),
+        np.testing.assert_allclose(_np(EDMPath(sd).loss_weight(torch.tensor(sig))),
                                    1 / _np(co) ** 2, rtol=1e-12)
         # c_in gives unit input variance for data of std sigma_data
         np.testing.assert_allclose(_np(ci) ** 2 * (sd**2 + sig**2), 1.0, rtol=1e-12)
@@ -201,22 +204,23 @@ def test_edm_precondition_reference_values_and_identities():
 
 def test_edm_precondition_with_offset_noise_uses_sigma_eff():
     sig, off, sd = 0.3, 0.4, 0.5  # sigma_eff = 0.5
-    got = edm.precondition(sig, sigma_data=sd, offset_noise=off)
+    p = EDMPath(sd, off)
+    got = p.precondition(sig)
     want = (0.5, 0.5 * 0.5 / math.sqrt(0.5), 1 / math.sqrt(0.5), math.log(0.5) / 4)
     assert got == pytest.approx(want, rel=1e-14)
-    assert edm.loss_weight(sig, sd, off) == pytest.approx(1 / got[1] ** 2, rel=1e-14)
+    assert p.loss_weight(sig) == pytest.approx(1 / got[1] ** 2, rel=1e-14)
     # tensors (any shape) give the same values elementwise, via sigma_eff too
     sig_t = torch.tensor([[0.0, 0.3], [1.0, 7.0]], dtype=torch.float64)
-    out_t = edm.precondition(sig_t, sigma_data=sd, offset_noise=off)
+    out_t = p.precondition(sig_t)
     for k, s in enumerate(sig_t.flatten().tolist()):
         sd_e = math.sqrt(s * s + off * off)
         want = (sd**2 / (sd_e**2 + sd**2), sd_e * sd / math.sqrt(sd_e**2 + sd**2),
                 1 / math.sqrt(sd_e**2 + sd**2), math.log(sd_e) / 4)
         assert [c.flatten()[k].item() for c in out_t] == pytest.approx(want, rel=1e-14)
-    assert edm.loss_weight(sig_t, sd, off)[0, 0].item() == pytest.approx(
+    assert p.loss_weight(sig_t)[0, 0].item() == pytest.approx(
         (off**2 + sd**2) / (off * sd) ** 2, rel=1e-14)
     # sigma 0 with offset is finite; without it the limits are exact
-    assert math.isfinite(edm.precondition(0.0, offset_noise=0.1)[3])
+    assert math.isfinite(EDMPath(offset_noise=0.1).precondition(0.0)[3])
     assert edm.precondition(0.0) == (1.0, 0.0, 2.0, -math.inf)
     assert edm.loss_weight(0.0) == math.inf
 
@@ -240,7 +244,7 @@ def test_denoiser_from_network_is_the_gaussian_posterior_mean():
         seen["x_in"], seen["c_noise"], seen["cond"] = x_in, c_noise, cond
         return torch.zeros_like(x_in)
 
-    d = edm.denoiser_from_network(zero_net, sigma_data=0.5)
+    d = EDMPath(sigma_data=0.5).denoiser_from_network(zero_net)
     x = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
     sig = torch.tensor([0.1, 1.0, 10.0])
     out = d(x, sig, cond="c")
@@ -255,7 +259,7 @@ def test_denoiser_combines_network_output():
     def net(x_in, c_noise):
         return torch.ones_like(x_in) * 2.0
 
-    d = edm.denoiser_from_network(net, sigma_data=1.0, offset_noise=0.0)
+    d = EDMPath(sigma_data=1.0, offset_noise=0.0).denoiser_from_network(net)
     x = torch.full((2, 1, 3), 3.0, dtype=torch.float64)
     out = d(x, 1.0)  # c_skip = 1/2, c_out = 1/sqrt(2)
     torch.testing.assert_close(out, torch.full_like(x, 1.5 + 2 / math.sqrt(2)))
@@ -266,7 +270,7 @@ def test_denoiser_combines_network_output():
     with pytest.raises(TypeError, match="network"):
         edm.denoiser_from_network(3)
     with pytest.raises(ValueError, match="sigma_data"):
-        edm.denoiser_from_network(net, sigma_data=0.0)
+        EDMPath(sigma_data=0.0)
 
 
 def test_edm_sample_and_conversions():
@@ -279,7 +283,7 @@ def test_edm_sample_and_conversions():
                                rtol=1e-5, atol=1e-5)
     # with given noise the generator draws only the offset
     g = torch.Generator().manual_seed(2)
-    out = edm.sample(x0, 1.0, noise=torch.zeros_like(x0), generator=g, offset_noise=0.1)
+    out = EDMPath(offset_noise=0.1).sample(x0, 1.0, noise=torch.zeros_like(x0), generator=g)
     eta = torch.randn(2, 3, 1, 1, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(out.x, x0 + 0.1 * eta)
 
@@ -293,7 +297,7 @@ def test_edm_half_precision_and_empty(dtype):
         * eps.to(dtype).double()
     _assert_ulp(x, ref, dtype)
     e = torch.zeros(0, 3, 4, 4, dtype=dtype)
-    assert edm.sample(e, torch.zeros(0), offset_noise=0.1).x.shape == (0, 3, 4, 4)
+    assert EDMPath(offset_noise=0.1).sample(e, torch.zeros(0)).x.shape == (0, 3, 4, 4)
 
 
 def test_edm_bad_input():
@@ -305,13 +309,13 @@ def test_edm_bad_input():
     with pytest.raises(ValueError, match="sigma.*inf"):
         edm.precondition(torch.tensor([1.0, math.inf]))
     with pytest.raises(ValueError, match=r"offset_noise must be in \[0.0, inf\], got -0.1"):
-        edm.precondition(1.0, offset_noise=-0.1)
+        EDMPath(offset_noise=-0.1)
     with pytest.raises(ValueError, match=r"sigma_data must be in \(0.0, inf\], got 0.0"):
-        edm.loss_weight(1.0, sigma_data=0.0)
+        EDMPath(sigma_data=0.0)
     with pytest.raises(ValueError, match="offset must have shape"):
-        edm.add_noise(x0, eps, 1.0, offset_noise=0.1, offset=torch.zeros(2, 4))
+        EDMPath(offset_noise=0.1).add_noise(x0, eps, 1.0, offset=torch.zeros(2, 4))
     with pytest.raises(ValueError, match="channel dim"):
-        edm.add_noise(x0[:, 0, 0], eps[:, 0, 0], 1.0, offset_noise=0.1)
+        EDMPath(offset_noise=0.1).add_noise(x0[:, 0, 0], eps[:, 0, 0], 1.0)
 
 
 # ----------------------------------------------------------------------------- VP
@@ -465,3 +469,248 @@ def test_cuda_tensors_and_generators():
     t = torch.tensor([0, 999], device=dev)
     assert VPPath().add_noise(x0, out.noise, t).device.type == "cuda"
     assert edm.precondition(sig)[0].device.type == "cuda"
+
+
+# ----------------------------------------------------------------------------- affine core
+PATHS = {
+    "flow": (FlowPath(), st.floats(0.0, 1.0)),
+    "edm": (EDMPath(), st.floats(0.0, 50.0)),
+    "vp": (VPPath.cogvideox(), st.integers(0, 998)),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(sorted(PATHS)), layout=st.sampled_from(["BCTHW", "BTCHW"]),
+       per_frame=st.booleans(), seed=st.integers(0, 2**31 - 1), data=st.data())
+def test_round_trip_every_path_and_layout(kind, layout, per_frame, seed, data):
+    """For every path: x and v from (x0, ε); each conversion recovers the third quantity,
+    for per-sample or per-frame levels in either layout. Levels stay away from the ends where
+    a conversion divides by a = 0 or b = 0 (VP t = 999 has abar = 0)."""
+    path, levels = PATHS[kind]
+    b, t = 2, 3
+    shape = (b, 2, t, 3, 2) if layout == "BCTHW" else (b, t, 2, 3, 2)
+    x0, eps = _data(shape, seed=seed % 1000)
+    n = b * t if per_frame else b
+    if kind == "flow":
+        vals = data.draw(st.lists(st.floats(0.02, 0.98), min_size=n, max_size=n))
+    elif kind == "edm":
+        vals = data.draw(st.lists(st.floats(0.02, 50.0), min_size=n, max_size=n))
+    else:
+        vals = data.draw(st.lists(levels, min_size=n, max_size=n))
+    lev = torch.tensor(vals, dtype=torch.int64 if kind == "vp" else torch.float64)
+    lev = lev.reshape(b, t) if per_frame else lev
+    kw = dict(layout=layout)
+    x = path.add_noise(x0, eps, lev, **kw)
+    v = path._velocity(x0, eps, lev, layout)
+    close = dict(rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(path.x0_from_velocity(x, v, lev, **kw), x0, **close)
+    torch.testing.assert_close(path.noise_from_velocity(x, v, lev, **kw), eps, **close)
+    torch.testing.assert_close(path.x0_from_noise(x, eps, lev, **kw), x0, **close)
+    torch.testing.assert_close(path.noise_from_x0(x, x0, lev, **kw), eps, **close)
+    torch.testing.assert_close(path.velocity_from_x0(x, x0, lev, **kw), v, **close)
+    torch.testing.assert_close(path.velocity_from_noise(x, eps, lev, **kw), v, **close)
+    # the coefficients, against the path's own formula, frame by frame (numpy, independent)
+    lv = lev.reshape(b, -1).expand(b, t).numpy()
+    if kind == "flow":
+        a_np, b_np = 1 - lv, lv
+    elif kind == "edm":
+        a_np, b_np = np.ones_like(lv), lv
+    else:
+        ab = _np_alpha_bar(shift=3.0, zero_snr=True)[lv]
+        a_np, b_np = np.sqrt(ab), np.sqrt(1 - ab)
+    ax = 2 if layout == "BCTHW" else 1
+    view = [b, 1, 1, 1, 1]
+    view[ax] = t
+    want = a_np.reshape(view) * _np(x0) + b_np.reshape(view) * _np(eps)
+    np.testing.assert_allclose(_np(x), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", sorted(PATHS))
+def test_velocity_is_the_derivative_along_the_path_level(kind):
+    """v = da·x0 + db·ε is d x / d τ: central differences of a, b along τ (σ for flow and
+    EDM, the angle φ = atan2(√(1-ᾱ), √ᾱ) for VP), and det = a·db - b·da = 1."""
+    path, _ = PATHS[kind]
+    h = 1e-6
+    if kind == "vp":
+        for t in (0, 300, 998):
+            c = path.coefficients(t)
+            phi = math.atan2(c.b, c.a)
+            assert c.a == pytest.approx(math.cos(phi), rel=1e-14)
+            assert (c.da, c.db) == pytest.approx((-math.sin(phi), math.cos(phi)), rel=1e-14)
+            assert c.a * c.db - c.b * c.da == pytest.approx(1.0, rel=1e-14)
+        return
+    for s in (0.1, 0.5, 0.9):
+        c, up, dn = (path.coefficients(v) for v in (s, s + h, s - h))
+        assert ((up.a - dn.a) / (2 * h), (up.b - dn.b) / (2 * h)) == pytest.approx(
+            (c.da, c.db), abs=1e-8)
+        assert c.a * c.db - c.b * c.da == c.det == 1.0
+
+
+# ----------------------------------------------------------------------------- per-frame σ
+def _linear_map(fn, shape):
+    """The matrix of the linear map fn: R^n -> R^n (columns = images of basis vectors)."""
+    n = math.prod(shape)
+    eye = torch.eye(n, dtype=torch.float64)
+    return torch.stack([fn(eye[i].reshape(shape)).reshape(-1) for i in range(n)], dim=1)
+
+
+@pytest.mark.parametrize("layout", ["BCTHW", "BTCHW"])
+@pytest.mark.parametrize("kind", sorted(PATHS))
+def test_per_frame_marginal_covariance_is_exact(kind, layout):
+    """Gaussian data x0 ~ N(0, C) (correlated across frames and channels) at per-frame levels:
+    x = A x0 + B ε is Gaussian with covariance A C Aᵀ + B Bᵀ. A and B are read off the path
+    (images of basis vectors), and must equal diag(a_f), diag(b_f) of the closed form, frame
+    f's coefficient on frame f's entries only: the covariance agrees to 1e-6 (exactly, up to
+    float64 rounding). Point-mass data (C = 0) is the case B Bᵀ = diag(b_f²)."""
+    path, _ = PATHS[kind]
+    b, t = 1, 4
+    shape = (b, 2, t, 2, 1) if layout == "BCTHW" else (b, t, 2, 2, 1)
+    lev = (torch.tensor([[0.0, 0.3, 0.7, 1.0]]) if kind == "flow" else
+           torch.tensor([[0.0, 0.5, 2.0, 9.0]], dtype=torch.float64) if kind == "edm" else
+           torch.tensor([[0, 200, 700, 999]]))
+    zero = torch.zeros(shape, dtype=torch.float64)
+    big_a = _linear_map(lambda e: path.add_noise(e, zero, lev, layout=layout), shape)
+    big_b = _linear_map(lambda e: path.add_noise(zero, e, lev, layout=layout), shape)
+    n = big_a.shape[0]
+    g = torch.Generator().manual_seed(3)
+    m = torch.randn(n, n, generator=g, dtype=torch.float64)
+    cov0 = m @ m.T / n + 0.1 * torch.eye(n, dtype=torch.float64)
+    # closed form, built independently of the path: frame index of each flat entry
+    ax = 2 if layout == "BCTHW" else 1
+    frame = torch.arange(n).reshape(shape).movedim(ax, -1)
+    frame = torch.arange(t).expand_as(frame).movedim(-1, ax).reshape(-1)
+    c = path.coefficients(lev[0])
+    a_f = torch.as_tensor(c.a, dtype=torch.float64).expand(t)[frame]
+    b_f = torch.as_tensor(c.b, dtype=torch.float64).expand(t)[frame]
+    want = a_f[:, None] * cov0 * a_f[None, :] + torch.diag(b_f * b_f)
+    got = big_a @ cov0 @ big_a.T + big_b @ big_b.T
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(big_b @ big_b.T, torch.diag(b_f * b_f), rtol=0, atol=1e-12)
+    # the closed form's frame coefficients themselves (flow a = 1-σ, b = σ; EDM 1, σ; VP √ᾱ)
+    if kind == "flow":
+        torch.testing.assert_close(b_f, lev[0].double()[frame])
+
+
+@pytest.mark.parametrize("layout", ["BCTHW", "BTCHW"])
+def test_per_frame_sample_statistics(layout):
+    """Point-mass data x0 = 2 with per-frame σ: frame f has mean 2(1-σ_f) and variance σ_f².
+    4000 samples x 12 entries per frame: se of the mean σ/sqrt(n), of the variance
+    σ² sqrt(2/n); 5 se."""
+    sig = torch.tensor([[0.0, 0.25, 0.5, 1.0]]).expand(4000, 4)
+    shape = (4000, 3, 4, 2, 2) if layout == "BCTHW" else (4000, 4, 3, 2, 2)
+    out = flow.sample(torch.full(shape, 2.0), sig, generator=torch.Generator().manual_seed(0),
+                      layout=layout)
+    assert out.sigma.shape == (4000, 4) and torch.equal(out.sigma, sig)
+    ax = 2 if layout == "BCTHW" else 1
+    per = out.x.movedim(ax, 1).reshape(4000, 4, -1).transpose(0, 1).reshape(4, -1).double()
+    n = per.shape[1]
+    for f, s in enumerate([0.0, 0.25, 0.5, 1.0]):
+        assert abs(float(per[f].mean()) - 2 * (1 - s)) <= 5 * s / math.sqrt(n) + 1e-7
+        assert abs(float(per[f].var()) - s * s) <= 5 * s * s * math.sqrt(2 / n) + 1e-7
+
+
+def test_per_frame_levels_for_every_method_and_vp_timesteps():
+    x0, eps = _data((2, 3, 4, 2, 2), seed=11)
+    t = torch.tensor([[0, 10, 500, 999], [3, 3, 3, 3]])
+    out = VPPath().sample(x0, t, noise=eps)
+    assert out.timestep.shape == (2, 4) and torch.equal(out.timestep, t)
+    torch.testing.assert_close(out.sigma, VPPath().edm_sigma(t))
+    for f in range(4):
+        torch.testing.assert_close(out.x[:, :, f], VPPath().add_noise(x0[:, :, f], eps[:, :, f],
+                                                                      t[:, f]))
+    with pytest.raises(ValueError, match=r"\(B, T\) = \(2, 3\) for layout BTCHW"):
+        flow.add_noise(x0.transpose(1, 2)[:, :3], eps.transpose(1, 2)[:, :3], torch.rand(2, 4),
+                       layout="BTCHW")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        flow.add_noise(x0, eps, torch.rand(2, 4), layout="BHWC")
+    with pytest.raises(ValueError, match=r"sigma must be a float.*\(B,\) = \(2,\)"):
+        flow.add_noise(x0[:, :, 0], eps[:, :, 0], torch.rand(2, 4))  # 4-D data: no per-frame
+
+
+# ----------------------------------------------------------------------------- trust pass
+def test_vp_integer_timestep_dtypes_are_indices():
+    """A uint8 t used to be read as a boolean mask (abar at t = 0, 1, 2, 3 instead of 3)."""
+    vp = VPPath()
+    x0, eps = _data((4, 3), seed=12)
+    want = vp.add_noise(x0, eps, torch.tensor([3, 3, 3, 3]))
+    for dt in (torch.uint8, torch.int8, torch.int16, torch.int32):
+        t = torch.tensor([3, 3, 3, 3], dtype=dt)
+        assert torch.equal(vp.add_noise(x0, eps, t), want)
+        assert vp.sample(x0, t, noise=eps).timestep.tolist() == [3, 3, 3, 3]
+    with pytest.raises(ValueError, match=r"t must be in \[0, 999\]"):
+        vp.add_noise(x0, eps, torch.tensor([3, 3, 3, 1000], dtype=torch.int16))
+    with pytest.raises(TypeError, match="t must be a real tensor"):
+        vp.add_noise(x0, eps, torch.ones(4, dtype=torch.bool))
+
+
+def test_edm_precondition_extreme_sigma_is_finite_and_correct():
+    p = EDMPath()
+    c_skip, c_out, c_in, c_noise = p.precondition(1e200)
+    assert (c_skip, c_out, c_in) == pytest.approx((0.0, 0.5, 1e-200), rel=1e-14)
+    assert c_noise == pytest.approx(200 * math.log(10) / 4, rel=1e-14)
+    assert p.loss_weight(1e200) == pytest.approx(4.0, rel=1e-14)
+    out = p.precondition(torch.tensor([1e200, 1e-200, 1e308], dtype=torch.float64))
+    assert all(bool(torch.isfinite(c).all()) for c in out)
+    torch.testing.assert_close(out[1], torch.tensor([0.5, 0.5e-200, 0.5], dtype=torch.float64))
+    big = torch.tensor([1e200, 1e308], dtype=torch.float64)
+    assert bool(torch.isfinite(p.loss_weight(big)).all())
+
+
+def test_bad_tensors_name_the_argument():
+    x0, eps = _data((2, 3))
+    for bad in (torch.zeros(2, dtype=torch.complex64), torch.zeros(2, dtype=torch.bool)):
+        with pytest.raises(TypeError, match=r"sigma must be a real tensor"):
+            flow.add_noise(x0, eps, bad)
+        with pytest.raises(ValueError, match=r"x must have a floating dtype"):
+            flow.x0_from_velocity(bad[:, None].expand(2, 3), eps, 0.5)
+    with pytest.raises(ValueError, match="sigma is a meta tensor"):
+        flow.add_noise(x0, eps, torch.zeros(2, device="meta"))
+    with pytest.raises(ValueError, match=r"one device.*x on cpu.*v on meta"):
+        flow.x0_from_velocity(x0, torch.zeros(2, 3, device="meta"), 0.5)
+    with pytest.raises(ValueError, match="t is a meta tensor"):
+        VPPath().add_noise(x0, eps, torch.zeros(2, dtype=torch.int64, device="meta"))
+
+
+def test_flow_sigma_on_the_timestep_scale_points_at_the_converter():
+    x0, eps = _data((2, 3))
+    with pytest.raises(ValueError, match=r"got 500.0.*conventions.timestep_to_sigma"):
+        flow.add_noise(x0, eps, 500.0)
+    with pytest.raises(ValueError, match=r"got 999.0.*conventions.timestep_to_sigma"):
+        flow.sample(x0, torch.tensor([999.0, 10.0]))
+
+
+def test_edm_path_holds_its_parameters():
+    p = EDMPath(sigma_data=1.0, offset_noise=0.2)
+    assert (p.sigma_data, p.offset_noise) == (1.0, 0.2) and p == EDMPath(1.0, 0.2)
+    with pytest.raises(AttributeError):
+        p.sigma_data = 0.5
+    with pytest.raises(TypeError, match="sigma_data must be a real number"):
+        EDMPath(sigma_data="0.5")
+    # velocity_from_x0 is the EDM ODE derivative dx/dσ = ε = noise_from_x0
+    x0, eps = _data((2, 3))
+    x = EDMPath().add_noise(x0, eps, 0.7)
+    torch.testing.assert_close(EDMPath().velocity_from_x0(x, x0, 0.7), eps)
+
+
+@pytest.mark.parametrize("layout", ["BCTHW", "BTCHW"])
+def test_denoiser_takes_per_frame_sigma_with_a_layout(layout):
+    """Per-frame σ: frame f of the output is the denoiser at σ_f, c_noise arrives as (B, T)."""
+    seen = {}
+
+    def net(x_in, c_noise):
+        seen["c_noise"] = c_noise
+        return torch.zeros_like(x_in)
+
+    shape = (2, 3, 4, 2, 2) if layout == "BCTHW" else (2, 4, 3, 2, 2)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    sig = torch.tensor([[0.1, 0.5, 1.0, 4.0], [2.0, 2.0, 0.3, 0.0]], dtype=torch.float64)
+    d = EDMPath().denoiser_from_network(net, layout=layout)
+    out = d(x, sig)
+    assert seen["c_noise"].shape == (2, 4)
+    ax = 2 if layout == "BCTHW" else 1
+    for f in range(4):
+        want = 0.25 / (0.25 + sig[:, f] ** 2)  # N(0, sd²) data: D = c_skip·x
+        torch.testing.assert_close(out.select(ax, f),
+                                   want.reshape(2, 1, 1, 1) * x.select(ax, f))
+    with pytest.raises(ValueError, match=r"sigma must be.*\(B,\) = \(2,\)"):
+        EDMPath().denoiser_from_network(net)(x, sig)  # no layout: per-sample only

@@ -232,3 +232,50 @@ def test_bad_input(call, words):
 def test_device_argument():
     assert S.karras(3, 0.1, 1.0, device="cpu").device.type == "cpu"
     assert S.linear(3, device=torch.device("cpu")).device.type == "cpu"
+
+
+# ----------------------------------------------------------------------------- extreme inputs
+def test_shift_extreme_factors_are_exact_at_the_ends_and_finite():
+    """s·σ/(1 + (s-1)·σ) divided by zero at σ = 1 for s = 1e-17 (1 + (s-1) rounds to 0)."""
+    assert S.shift(1.0, 1e-17) == 1.0 and S.shift(0.0, 1e-17) == 0.0
+    assert S.shift(0.5, 1e-17) == pytest.approx(1e-17, rel=1e-12)
+    assert S.shift(0.5, 1e300) == 1.0 and S.shift(1e-300, 1e300) == pytest.approx(0.5)
+    x = torch.linspace(0, 1, 11, dtype=torch.float64)
+    for s in (1e-17, 1e-300, 1e300):
+        out = S.shift(x, s)
+        assert bool(torch.isfinite(out).all()) and out[0] == 0.0 and out[-1] == 1.0
+        assert bool((out[1:] >= out[:-1]).all())
+
+
+def _decimal_karras(n, lo, hi, rho):
+    """The published formula in 60-digit decimal arithmetic (no overflow at any rho)."""
+    from decimal import Decimal, getcontext
+
+    getcontext().prec = 60
+    r = 1 / Decimal(rho)
+    h, low = Decimal(hi) ** r, Decimal(lo) ** r
+    return [float((h + Decimal(i) / Decimal(n - 1) * (low - h)) ** Decimal(rho))
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("rho", [0.001, 0.01, 1e6])
+def test_karras_extreme_rho_has_no_overflow(rho):
+    """sigma_max^(1/rho) overflowed float64 (OverflowError) for rho = 0.001."""
+    g = S.karras(6, 2e-3, 5.0, rho=rho)
+    _is_grid(g, 7)
+    # the last value is set to sigma_min exactly (60 digits do not resolve h + (low - h) there)
+    ref = np.array(_decimal_karras(6, 2e-3, 5.0, rho)[:-1])
+    np.testing.assert_allclose(g[:-2].numpy().astype(np.float64), ref, rtol=2**-23, atol=0)
+    assert g[-2] == np.float32(2e-3)
+
+
+def test_resolution_shift_overflow_is_a_named_error():
+    with pytest.raises(ValueError, match=r"seq_len=10000000 gives mu=1693.*float64 range"):
+        S.resolution_shift(0.5, 10**7)
+    with pytest.raises(ValueError, match=r"seq_len=1 gives mu"):
+        S.resolution_shift(0.5, 1, base_shift=-800.0, max_shift=-799.0)
+
+
+def test_flow_grid_on_the_timestep_scale_points_at_the_converter():
+    with pytest.raises(ValueError, match=r"sigmas must be in \[0.0, 1.0\].*timestep_to_sigma"):
+        S.shift(torch.linspace(1000, 0, 11), 3.0)

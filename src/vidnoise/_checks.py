@@ -39,8 +39,10 @@ def check_float(
     low_open: bool = False,
     high_open: bool = False,
     allow_inf: bool = False,
+    hint: str | None = None,
 ) -> float:
-    """Return ``value`` as a finite float inside the given interval, or raise naming it."""
+    """Return ``value`` as a finite float inside the given interval, or raise naming it
+    (``hint``, the fix for a likely convention mistake, is appended to a range error)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
     value = float(value)
@@ -53,8 +55,25 @@ def check_float(
         or (math.isinf(value) and not allow_inf)
     )
     if bad:
-        raise ValueError(f"{name} must be in {rng}, got {value}")
+        raise ValueError(f"{name} must be in {rng}, got {value}{_hint(hint)}")
     return value
+
+
+def _hint(hint: str | None) -> str:
+    return "" if not hint else f"; {hint}"
+
+
+def check_real_tensor(name: str, t: torch.Tensor) -> torch.Tensor:
+    """Raise unless ``t`` holds real values: TypeError for bool and complex dtypes,
+    ValueError for a meta tensor (it has a shape but no values)."""
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name} must be a real tensor, got dtype {t.dtype}")
+    if t.is_meta:
+        raise ValueError(
+            f"{name} is a meta tensor (no values); pass a tensor on a real device, got "
+            f"shape {tuple(t.shape)} on device meta"
+        )
+    return t
 
 
 def check_choice(name: str, value, choices: Sequence):
@@ -108,26 +127,6 @@ def check_shape(name: str, shape) -> tuple[int, ...]:
     return tuple(out)
 
 
-def sigma_tensor(name: str, sigma, like: torch.Tensor, *, low=None, high=None) -> torch.Tensor:
-    """Turn a float or a (B,) tensor ``sigma`` into a tensor broadcastable against ``like``.
-
-    A float gives a 0-d tensor; a (B,) tensor (B = like.shape[0]) is reshaped to
-    (B, 1, ..., 1). Values are checked on the host only for Python floats (no device sync).
-    """
-    if isinstance(sigma, torch.Tensor):
-        if sigma.dim() == 0:
-            return sigma.to(like.device)
-        if sigma.dim() != 1 or (like.dim() > 0 and sigma.shape[0] != like.shape[0]):
-            batch = like.shape[0] if like.dim() else 0
-            raise ValueError(
-                f"{name} must be a float or a tensor of shape (B,) = ({batch},) matching "
-                f"dim 0 of the input, got shape {tuple(sigma.shape)}"
-            )
-        return sigma.to(like.device).reshape(sigma.shape[0], *([1] * (like.dim() - 1)))
-    value = check_float(name, sigma, low=low, high=high)
-    return torch.tensor(value, dtype=torch.float64, device=like.device)
-
-
 def range_text(low, high, low_open, high_open) -> str:
     lo_b = "(" if low_open else "["
     hi_b = ")" if high_open else "]"
@@ -148,8 +147,12 @@ def check_values(
     low_open=False,
     high_open=False,
     allow_inf=False,
+    hint: str | None = None,
 ) -> None:
-    """Range-check a tensor's values on the host; skipped off the CPU (it would sync)."""
+    """Range-check a tensor's values on the host; skipped off the CPU (it would sync).
+
+    ``hint`` (the fix for a likely wrong-convention mistake) is appended to a range error.
+    """
     if values.device.type != "cpu" or values.numel() == 0:
         return
     v = values.detach().reshape(-1).to(torch.float64)
@@ -167,7 +170,9 @@ def check_values(
         bad |= torch.isinf(v)
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
-        raise ValueError(f"{name} must be in {rng}, got {float(v[i])} (at flat index {i})")
+        raise ValueError(
+            f"{name} must be in {rng}, got {float(v[i])} (at flat index {i}){_hint(hint)}"
+        )
 
 
 def values64(
@@ -179,6 +184,7 @@ def values64(
     low_open=False,
     high_open=False,
     allow_inf=False,
+    hint: str | None = None,
 ):
     """Checked float64 view of a float or a tensor: returns ``(v, out_dtype)``.
 
@@ -186,17 +192,16 @@ def values64(
     return: the input's floating dtype, float32 for integer tensors).
     """
     if isinstance(value, torch.Tensor):
-        if value.dtype == torch.bool or value.is_complex():
-            raise TypeError(f"{name} must be a real tensor, got dtype {value.dtype}")
+        check_real_tensor(name, value)
         check_values(
             name, value, low=low, high=high, low_open=low_open, high_open=high_open,
-            allow_inf=allow_inf,
+            allow_inf=allow_inf, hint=hint,
         )
         out_dtype = value.dtype if value.is_floating_point() else torch.float32
         return value.to(float64_for(value.device)), out_dtype
     v = check_float(
         name, value, low=low, high=high, low_open=low_open, high_open=high_open,
-        allow_inf=allow_inf,
+        allow_inf=allow_inf, hint=hint,
     )
     return v, None
 
@@ -246,6 +251,7 @@ def as_sigma(
     low_open: bool = False,
     high_open: bool = False,
     allow_inf: bool = False,
+    hint: str | None = None,
 ):
     """The one σ-to-batch rule: ``sigma`` as a checked Python float, or a float64 tensor
     broadcastable against data of ``shape``.
@@ -254,38 +260,50 @@ def as_sigma(
     (B, 1, ..., 1)); and, when ``layout`` is given and the data is 5-D, a (B, T) tensor (one
     level per frame: (B, 1, T, 1, 1) for BCTHW, (B, T, 1, 1, 1) for BTCHW). Values are
     range-checked on the host for CPU tensors only (no device sync); bool and complex tensors
-    raise TypeError.
+    raise TypeError, meta tensors ValueError. ``hint`` is appended to a range error.
     """
     shape = tuple(shape)
-    if isinstance(sigma, torch.Tensor):
-        if sigma.dtype == torch.bool or sigma.is_complex():
-            raise TypeError(f"{name} must be a real tensor, got dtype {sigma.dtype}")
-        batch = shape[0] if shape else None
-        per_frame = layout is not None and len(shape) == 5
-        frames = shape[frame_axis(layout)] if per_frame else None
-        ok = sigma.dim() == 0 or (sigma.dim() == 1 and sigma.shape[0] == batch)
-        ok = ok or (per_frame and sigma.dim() == 2 and tuple(sigma.shape) == (batch, frames))
-        if not ok:
-            allowed = f"a float, a 0-d tensor or a tensor of shape (B,) = ({batch},)"
-            if per_frame:
-                allowed += f" or (B, T) = ({batch}, {frames})"
-            raise ValueError(
-                f"{name} must be {allowed} matching the data {shape}, got shape "
-                f"{tuple(sigma.shape)}"
-            )
-        check_values(
-            name, sigma, low=low, high=high, low_open=low_open, high_open=high_open,
-            allow_inf=allow_inf,
+    if layout is not None:
+        check_choice("layout", layout, LAYOUTS)
+    rng = dict(low=low, high=high, low_open=low_open, high_open=high_open, allow_inf=allow_inf,
+               hint=hint)
+    if not isinstance(sigma, torch.Tensor):
+        return check_float(name, sigma, **rng)
+    check_real_tensor(name, sigma)
+    batch = shape[0] if shape else None
+    per_frame = layout is not None and len(shape) == 5
+    frames = shape[frame_axis(layout)] if per_frame else None
+    ok = sigma.dim() == 0 or (sigma.dim() == 1 and sigma.shape[0] == batch)
+    ok = ok or (per_frame and sigma.dim() == 2 and tuple(sigma.shape) == (batch, frames))
+    if not ok:
+        allowed = f"a float, a 0-d tensor or a tensor of shape (B,) = ({batch},)"
+        if per_frame:
+            allowed += f" or (B, T) = ({batch}, {frames}) for layout {layout}"
+        raise ValueError(
+            f"{name} must be {allowed} matching the data {shape}, got shape "
+            f"{tuple(sigma.shape)}"
         )
-        s = sigma.to(device=device, dtype=float64_for(device))
-        if s.dim() == 1:
-            s = s.reshape(s.shape[0], *([1] * (len(shape) - 1)))
-        elif s.dim() == 2:
-            view = [s.shape[0], 1, 1, 1, 1]
-            view[frame_axis(layout)] = s.shape[1]
-            s = s.reshape(view)
-        return s
-    return check_float(
-        name, sigma, low=low, high=high, low_open=low_open, high_open=high_open,
-        allow_inf=allow_inf,
-    )
+    check_values(name, sigma, **rng)
+    s = sigma.to(device=device, dtype=float64_for(device))
+    if s.dim() == 1:
+        s = s.reshape(s.shape[0], *([1] * (len(shape) - 1)))
+    elif s.dim() == 2:
+        view = [s.shape[0], 1, 1, 1, 1]
+        view[frame_axis(layout)] = s.shape[1]
+        s = s.reshape(view)
+    return s
+
+
+def level_out(sigma, s, batch: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """The per-sample record of a level given to :func:`as_sigma`: (B,), or (B, T) for a
+    per-frame ``sigma``, in the working dtype of ``dtype`` (a copy, never a view of ``sigma``).
+
+    ``sigma`` is the caller's argument and ``s`` what :func:`as_sigma` returned for it.
+    """
+    wd = work_dtype(dtype)
+    if isinstance(s, float):
+        return torch.full((batch,), s, dtype=wd, device=device)
+    out = s.to(dtype=wd).reshape(-1)
+    if sigma.dim() == 2:
+        return out.reshape(sigma.shape).clone()
+    return out.expand(batch).clone()

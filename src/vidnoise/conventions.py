@@ -1,6 +1,7 @@
 """Named converters between vidnoise's conventions and those of the reference codebases.
 
-vidnoise uses one convention inside (see ``docs/conventions.md`` for the full table):
+vidnoise uses one convention inside (``docs/math.md §1``; ``docs/conventions.md`` has the
+full table):
 
 * flow paths: ``x = (1 - sigma) * x0 + sigma * eps``, ``sigma`` in [0, 1] is the *noise
   fraction* (``sigma = 1`` is pure noise); velocity ``v = dx/dsigma = eps - x0``;
@@ -27,9 +28,12 @@ import math
 
 import torch
 
-from vidnoise._checks import check_float, check_int, values64
+from vidnoise._checks import check_float, check_int, check_real_tensor, values64
 
 __all__ = [
+    "FLOW_SIGMA_HINT",
+    "GAMMA_CODE_HINT",
+    "GAMMA_PAPER_HINT",
     "velocity_to_mochi",
     "mochi_to_velocity",
     "sigma_to_timestep",
@@ -46,6 +50,23 @@ __all__ = [
     "edm_sigma_to_alpha_bar",
     "alpha_bar_to_flow_sigma",
 ]
+
+
+#: The fix appended to a flow-σ range error: σ given on diffusers' 0..1000 timestep scale.
+FLOW_SIGMA_HINT = (
+    "a flow sigma is the noise fraction in [0, 1] (1 = pure noise); timesteps on a 0..1000 "
+    "scale convert with vidnoise.conventions.timestep_to_sigma(t)"
+)
+#: The fix appended when a code-sign γ (>= 0) is negative: the paper's sign was passed.
+GAMMA_CODE_HINT = (
+    "a negative gamma is Pyramid-Flow's paper sign; convert it with "
+    "vidnoise.conventions.gamma_paper_to_code(gamma)"
+)
+#: The fix appended when a paper-sign γ (<= 0) is positive: the code's sign was passed.
+GAMMA_PAPER_HINT = (
+    "a positive gamma is already the code sign; use it as it is, or get the paper sign with "
+    "vidnoise.conventions.gamma_code_to_paper(gamma)"
+)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -74,7 +95,7 @@ def velocity_to_mochi(v):
     (the same path as ours), i.e. the negated velocity. Inverse: :func:`mochi_to_velocity`.
     """
     if isinstance(v, torch.Tensor):
-        return -v
+        return -check_real_tensor("v", v)
     return -check_float("v", v, allow_inf=True)
 
 
@@ -84,7 +105,7 @@ def mochi_to_velocity(target):
     Inverse of :func:`velocity_to_mochi`.
     """
     if isinstance(target, torch.Tensor):
-        return -target
+        return -check_real_tensor("target", target)
     return -check_float("target", target, allow_inf=True)
 
 
@@ -97,7 +118,7 @@ def sigma_to_timestep(sigma, num_train_timesteps: int = 1000):
     Inverse: :func:`timestep_to_sigma`.
     """
     n = check_int("num_train_timesteps", num_train_timesteps, minimum=1)
-    s, dt = values64("sigma", sigma, low=0.0, high=1.0)
+    s, dt = values64("sigma", sigma, low=0.0, high=1.0, hint=FLOW_SIGMA_HINT)
     return _restore(s * n, dt)
 
 
@@ -119,7 +140,7 @@ def sigma_to_mochi_timestep(sigma, num_train_timesteps: int = 1000):
     Inverse: :func:`mochi_timestep_to_sigma`.
     """
     n = check_int("num_train_timesteps", num_train_timesteps, minimum=1)
-    s, dt = values64("sigma", sigma, low=0.0, high=1.0)
+    s, dt = values64("sigma", sigma, low=0.0, high=1.0, hint=FLOW_SIGMA_HINT)
     return _restore((1.0 - s) * n, dt)
 
 
@@ -142,7 +163,7 @@ def gamma_paper_to_code(gamma_paper):
     ``gamma >= 0`` with covariance ``(1+gamma) I - gamma 11^T`` (correlation ``-gamma``).
     ``gamma_paper`` must be <= 0; a positive value means the code sign was passed by mistake.
     """
-    v, dt = values64("gamma_paper", gamma_paper, high=0.0)
+    v, dt = values64("gamma_paper", gamma_paper, high=0.0, hint=GAMMA_PAPER_HINT)
     return _restore(-v, dt)
 
 
@@ -151,7 +172,7 @@ def gamma_code_to_paper(gamma_code):
 
     Inverse of :func:`gamma_paper_to_code`; ``gamma_code`` must be >= 0 (``1/3`` by default).
     """
-    v, dt = values64("gamma_code", gamma_code, low=0.0)
+    v, dt = values64("gamma_code", gamma_code, low=0.0, hint=GAMMA_CODE_HINT)
     return _restore(-v, dt)
 
 
@@ -162,7 +183,7 @@ def signal_level(sigma):
     Pyramid-Flow's paper parametrises the path by the signal level ``s`` (``s = 1`` is clean
     data); its code, like vidnoise, uses ``sigma``. Inverse: :func:`sigma_from_signal_level`.
     """
-    v, dt = values64("sigma", sigma, low=0.0, high=1.0)
+    v, dt = values64("sigma", sigma, low=0.0, high=1.0, hint=FLOW_SIGMA_HINT)
     return _restore(1.0 - v, dt)
 
 
@@ -184,7 +205,7 @@ def flow_sigma_to_edm(sigma):
     ``inf``. A flow shift ``s`` (:func:`vidnoise.schedules.shift`) multiplies ``sigma_edm`` by
     ``s``. Inverse: :func:`edm_sigma_to_flow`.
     """
-    v, dt = values64("sigma", sigma, low=0.0, high=1.0)
+    v, dt = values64("sigma", sigma, low=0.0, high=1.0, hint=FLOW_SIGMA_HINT)
     if isinstance(v, float):
         return _div(v, 1.0 - v)
     return _restore(v / (1.0 - v), dt)

@@ -1,17 +1,28 @@
-"""Forward noising paths: rectified flow, EDM (variance exploding) and VP (DDPM).
+"""Forward noising paths on one affine core: rectified flow, EDM (variance exploding), VP (DDPM).
 
-Conventions (one inside, see ``docs/conventions.md``):
+Every path is affine in the data and the noise (``docs/math.md §1``)::
 
-* :class:`FlowPath`: ``x = (1 - sigma) x0 + sigma eps``, ``sigma`` in [0, 1] is the noise
-  fraction, velocity ``v = dx/dsigma = eps - x0`` (Mochi, SD3, Pyramid-Flow);
-* :class:`EDMPath`: ``x = x0 + sigma eps``, ``sigma`` in [0, inf) is the noise std (EDM,
-  DIAMOND), with optional per-channel offset noise;
-* :class:`VPPath`: ``x = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` at integer timestep ``t``
-  (DDPM, CogVideoX), v-prediction ``v = sqrt(abar) eps - sqrt(1 - abar) x0``.
+    x = a·x0 + b·ε,        v = a'·x0 + b'·ε        (a' = da/dτ, b' = db/dτ)
 
-``sigma`` is a Python float or a tensor of shape (B,) (or 0-d), broadcast over the other dims
-of the data. Coefficients are computed in float64 and applied in the data's dtype; float16 /
-bfloat16 data is combined in float32 and returned in its own dtype. Python floats and CPU
+with the derivative taken along the path's own level τ:
+
+* :class:`FlowPath` (Mochi, SD3, Pyramid-Flow), τ = σ ∈ [0, 1] the noise fraction:
+  ``(a, b, a', b') = (1-σ, σ, -1, 1)``, so ``v = ε - x0``;
+* :class:`EDMPath` (EDM, DIAMOND), τ = σ ∈ [0, ∞) the noise std: ``(1, σ, 0, 1)``, so the
+  derivative is ``dx/dσ = ε``;
+* :class:`VPPath` (DDPM, CogVideoX) at integer timestep t, in angle form: τ = φ ∈ [0, π/2]
+  with ``cos φ = √ᾱ_t``, ``sin φ = √(1-ᾱ_t)``: ``(cos φ, sin φ, -sin φ, cos φ)``, so
+  ``v = √ᾱ·ε - √(1-ᾱ)·x0`` is the v-prediction target.
+
+The conversions between x0, ε and v given x are written once, in :class:`_AffinePath`, by
+solving the 2x2 system ``[a b; a' b'] [x0; ε] = [x; v]`` (determinant ``a b' - b a'``, which
+is 1 for all three paths); the classes only give their coefficients.
+
+Noise levels are a Python float, a 0-d tensor, a (B,) tensor (one per sample) or, for 5-D
+video, a (B, T) tensor (one per frame) laid out by ``layout`` ("BCTHW", the default, or
+"BTCHW"), broadcast over the other dims (:func:`vidnoise._checks.as_sigma`). Coefficients are
+computed in float64 and applied in the working dtype of the data
+(:func:`vidnoise._checks.work_dtype`), then returned in the data's dtype. Python floats and CPU
 tensors are range-checked; tensors on an accelerator are not (that would need a device sync).
 """
 
@@ -24,28 +35,35 @@ from dataclasses import dataclass, field
 import torch
 
 from vidnoise._checks import (
+    LAYOUTS,
+    as_sigma,
+    check_bool,
+    check_callable,
     check_choice,
     check_float,
     check_int,
+    check_real_tensor,
     check_tensor,
-    check_values,
     float64_for,
+    level_out,
     values64,
+    work_dtype,
 )
+from vidnoise.conventions import FLOW_SIGMA_HINT
 from vidnoise.noise import GeneratorLike, randn
 
-__all__ = ["PathSample", "FlowPath", "EDMPath", "VPPath"]
+__all__ = ["PathSample", "PathCoefficients", "FlowPath", "EDMPath", "VPPath"]
 
 Sigma = float | torch.Tensor
 
-
 @dataclass(frozen=True, eq=False)
 class PathSample:
-    """A training input: the noisy ``x``, the regression ``target``, ``sigma`` (B,), ``noise``.
+    """A training input: the noisy ``x``, the regression ``target``, ``sigma``, ``noise``.
 
-    ``sigma`` is always a (B,) tensor (float32, float64 for float64 data). For :class:`VPPath`
-    it is the EDM-equivalent std ``sqrt((1-abar)/abar)`` and ``timestep`` holds the integer
-    timesteps (B,); the other paths leave ``timestep`` None.
+    ``sigma`` is a (B,) tensor, or (B, T) for per-frame levels (float32, float64 for float64
+    data). For :class:`VPPath` it is the EDM-equivalent std ``sqrt((1-abar)/abar)`` and
+    ``timestep`` holds the integer timesteps ((B,) or (B, T), int64); the other paths leave
+    ``timestep`` None.
     """
 
     x: torch.Tensor
@@ -55,49 +73,49 @@ class PathSample:
     timestep: torch.Tensor | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class PathCoefficients:
+    """The affine core at one level: ``x = a·x0 + b·ε``, ``v = da·x0 + db·ε``.
+
+    Floats for a float level, else float64 tensors of the level's shape. ``det = a·db - b·da``
+    is exactly 1 for every path of this module.
+    """
+
+    a: float | torch.Tensor
+    b: float | torch.Tensor
+    da: float | torch.Tensor
+    db: float | torch.Tensor
+    det: float | torch.Tensor = 1.0
+
+
 # ----------------------------------------------------------------------------- helpers
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
-
-
-def _tensors(**named) -> tuple[torch.Size, torch.dtype]:
-    """Check that the named tensors are floating and broadcast; return shape and result dtype."""
-    for name, t in named.items():
-        check_tensor(name, t)
+def _tensors(**named) -> tuple[torch.Size, torch.dtype, torch.device]:
+    """Check that the named tensors are floating, on one device and broadcast; return the
+    broadcast shape, the result dtype and the device."""
     items = list(named.items())
-    try:
-        shape = torch.broadcast_shapes(*(t.shape for _, t in items))
+    for name, t in items:
+        check_tensor(name, t)
+    devices = {t.device for _, t in items}
+    if len(devices) > 1:
+        where = ", ".join(f"{n} on {t.device}" for n, t in items)
+        raise ValueError(f"tensors must be on one device, got {where}")
+    shapes = [t.shape for _, t in items]
+    try:  # equal shapes (the usual case) skip torch.broadcast_shapes, which costs ~0.1 ms
+        shape = shapes[0] if all(sh == shapes[0] for sh in shapes) else torch.broadcast_shapes(
+            *shapes
+        )
     except RuntimeError:
         shapes = ", ".join(f"{n} {tuple(t.shape)}" for n, t in items)
         raise ValueError(f"shapes do not broadcast: {shapes}") from None
     dtype = items[0][1].dtype
     for _, t in items[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
-    return shape, dtype
-
-
-def _sigma64(name: str, sigma, shape, device, *, low=0.0, high=None, allow_inf=False):
-    """``sigma`` as a checked Python float, or a float64 tensor shaped (B, 1, ..., 1) / ()."""
-    if isinstance(sigma, torch.Tensor):
-        if sigma.dtype == torch.bool or sigma.is_complex():
-            raise TypeError(f"{name} must be a real tensor, got dtype {sigma.dtype}")
-        batch = shape[0] if len(shape) else None
-        if sigma.dim() > 1 or (sigma.dim() == 1 and sigma.shape[0] != batch):
-            raise ValueError(
-                f"{name} must be a float, a 0-d tensor or a tensor of shape (B,) = ({batch},) "
-                f"matching dim 0 of the data {tuple(shape)}, got shape {tuple(sigma.shape)}"
-            )
-        check_values(name, sigma, low=low, high=high, allow_inf=allow_inf)
-        s = sigma.to(device=device, dtype=float64_for(device))
-        if s.dim() == 1:
-            s = s.reshape(s.shape[0], *([1] * (len(shape) - 1)))
-        return s
-    return check_float(name, sigma, low=low, high=high, allow_inf=allow_inf)
+    return shape, dtype, items[0][1].device
 
 
 def _combine(shape, dtype, device, *terms) -> torch.Tensor:
-    """``sum(coef * t)`` with float64 coefficients applied in the work dtype of ``dtype``."""
-    wd = _work_dtype(dtype)
+    """``sum(coef * t)`` with float64 coefficients applied in the working dtype of ``dtype``."""
+    wd = work_dtype(dtype)
     out = None
     for coef, t in terms:
         c = coef if isinstance(coef, float) else coef.to(device=device, dtype=wd)
@@ -108,12 +126,20 @@ def _combine(shape, dtype, device, *terms) -> torch.Tensor:
     return out.to(dtype)
 
 
-def _batch_sigma(sigma, batch: int, dtype, device) -> torch.Tensor:
-    """Return ``sigma`` (float, 0-d or (B,)) as a (B,) tensor of the work dtype."""
-    wd = _work_dtype(dtype)
-    if isinstance(sigma, torch.Tensor):
-        return sigma.to(device=device, dtype=wd).reshape(-1).expand(batch).clone()
-    return torch.full((batch,), float(sigma), dtype=wd, device=device)
+def _div(p, q):
+    """``p / q`` for floats and float64 tensors; a float ``p / 0`` is ``±inf`` (``nan`` for
+    ``0 / 0``), as for tensors."""
+    if isinstance(q, float) and q == 1.0:  # det = 1 for every path here: no tensor op
+        return p
+    if isinstance(p, float) and isinstance(q, float):
+        if q == 0.0:
+            return math.copysign(math.inf, p) if p != 0.0 else math.nan
+        return p / q
+    return p / q
+
+
+def _sqrt(v):
+    return math.sqrt(v) if isinstance(v, float) else torch.sqrt(v)
 
 
 def _noise_for(x0: torch.Tensor, noise, generator) -> torch.Tensor:
@@ -129,56 +155,110 @@ def _noise_for(x0: torch.Tensor, noise, generator) -> torch.Tensor:
     return randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
 
 
-# ----------------------------------------------------------------------------- flow
-class FlowPath:
-    """Rectified flow (Mochi, SD3, Pyramid-Flow): ``x = (1 - sigma) x0 + sigma eps``.
+def _check_batched(name: str, x) -> None:
+    check_tensor(name, x)
+    if x.dim() == 0:
+        raise ValueError(f"{name} must have a batch dim, got a 0-d tensor")
 
-    ``sigma`` in [0, 1] is the noise fraction (1 = pure noise); the velocity is
-    ``v = dx/dsigma = eps - x0`` (Mochi's network predicts ``x0 - eps = -v``: convert with
-    :func:`vidnoise.conventions.mochi_to_velocity`). Stateless.
+
+# ----------------------------------------------------------------------------- the core
+class _AffinePath:
+    """x0 / ε / v conversions of an affine path, written once (``docs/math.md §1``).
+
+    A subclass gives ``_level(level, shape, device, layout)`` (the checked level, a float or
+    a float64 tensor broadcastable against ``shape``) and ``_coef(level)`` (the float64
+    ``(a, b, da, db)`` at that level). Every method takes the level positionally (``sigma``
+    for flow and EDM, the integer timestep ``t`` for VP) and ``layout`` for per-frame levels.
     """
 
-    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, sigma: Sigma) -> torch.Tensor:
-        """``x = (1 - sigma) x0 + sigma noise``."""
-        shape, dtype = _tensors(x0=x0, noise=noise)
-        s = _sigma64("sigma", sigma, shape, x0.device, high=1.0)
-        return _combine(shape, dtype, x0.device, (1.0 - s, x0), (s, noise))
+    def _coef(self, level) -> tuple:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def _level(self, level, shape, device, layout):  # pragma: no cover
+        raise NotImplementedError
+
+    def _at(self, level, shape, device, layout) -> PathCoefficients:
+        a, b, da, db = self._coef(self._level(level, shape, device, layout))
+        return PathCoefficients(a, b, da, db)
+
+    def _apply(self, level, layout, named: dict, coefs) -> torch.Tensor:
+        """Check the two named tensors and return ``c1·t1 + c2·t2`` with ``(c1, c2) =
+        coefs(PathCoefficients)``."""
+        shape, dtype, device = _tensors(**named)
+        c1, c2 = coefs(self._at(level, shape, device, layout))
+        (_, t1), (_, t2) = named.items()
+        return _combine(shape, dtype, device, (c1, t1), (c2, t2))
+
+    def add_noise(self, x0, noise, level, *, layout: str = "BCTHW") -> torch.Tensor:
+        """``x = a·x0 + b·noise``."""
+        return self._apply(level, layout, dict(x0=x0, noise=noise), lambda c: (c.a, c.b))
+
+    def _velocity(self, x0, noise, level, layout) -> torch.Tensor:
+        return self._apply(level, layout, dict(x0=x0, noise=noise), lambda c: (c.da, c.db))
+
+    def x0_from_velocity(self, x, v, level, *, layout: str = "BCTHW") -> torch.Tensor:
+        """``x0 = (b'·x - b·v) / det``."""
+        return self._apply(
+            level, layout, dict(x=x, v=v), lambda c: (_div(c.db, c.det), _div(-c.b, c.det))
+        )
+
+    def noise_from_velocity(self, x, v, level, *, layout: str = "BCTHW") -> torch.Tensor:
+        """``ε = (a·v - a'·x) / det``."""
+        return self._apply(
+            level, layout, dict(x=x, v=v), lambda c: (_div(-c.da, c.det), _div(c.a, c.det))
+        )
+
+    def x0_from_noise(self, x, noise, level, *, layout: str = "BCTHW") -> torch.Tensor:
+        """``x0 = (x - b·ε) / a`` (inf / nan where ``a = 0``)."""
+        return self._apply(
+            level, layout, dict(x=x, noise=noise), lambda c: (_div(1.0, c.a), _div(-c.b, c.a))
+        )
+
+    def noise_from_x0(self, x, x0, level, *, layout: str = "BCTHW") -> torch.Tensor:
+        """``ε = (x - a·x0) / b`` (inf / nan where ``b = 0``)."""
+        return self._apply(
+            level, layout, dict(x=x, x0=x0), lambda c: (_div(1.0, c.b), _div(-c.a, c.b))
+        )
+
+    def velocity_from_x0(self, x, x0, level, *, layout: str = "BCTHW") -> torch.Tensor:
+        """``v = (b'·x - det·x0) / b`` (inf / nan where ``b = 0``)."""
+        return self._apply(
+            level, layout, dict(x=x, x0=x0), lambda c: (_div(c.db, c.b), _div(-c.det, c.b))
+        )
+
+    def velocity_from_noise(self, x, noise, level, *, layout: str = "BCTHW") -> torch.Tensor:
+        """``v = (a'·x + det·ε) / a`` (inf / nan where ``a = 0``)."""
+        return self._apply(
+            level, layout, dict(x=x, noise=noise), lambda c: (_div(c.da, c.a), _div(c.det, c.a))
+        )
+
+
+# ----------------------------------------------------------------------------- flow
+class FlowPath(_AffinePath):
+    """Rectified flow (Mochi, SD3, Pyramid-Flow): ``x = (1 - σ)·x0 + σ·ε``.
+
+    ``σ`` in [0, 1] is the noise fraction (1 = pure noise); ``(a, b, a', b') = (1-σ, σ, -1,
+    1)`` and the velocity is ``v = dx/dσ = ε - x0`` (Mochi's network predicts ``x0 - ε = -v``:
+    convert with :func:`vidnoise.conventions.mochi_to_velocity`). The conversions: ``x0 = x -
+    σ·v``, ``ε = x + (1-σ)·v``, ``v = (x - x0)/σ``, ``v = (ε - x)/(1-σ)``. Stateless.
+    """
+
+    def _level(self, sigma, shape, device, layout):
+        return as_sigma(
+            "sigma", sigma, shape, device, layout=layout, high=1.0, hint=FLOW_SIGMA_HINT
+        )
+
+    def _coef(self, s):
+        return 1.0 - s, s, -1.0, 1.0
+
+    def coefficients(self, sigma: Sigma) -> PathCoefficients:
+        """``(1-σ, σ, -1, 1)`` at ``sigma`` (float, or float64 tensors of its shape)."""
+        s, _ = values64("sigma", sigma, low=0.0, high=1.0, hint=FLOW_SIGMA_HINT)
+        return PathCoefficients(*self._coef(s))
 
     def velocity(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """The training target ``v = noise - x0`` (independent of sigma)."""
-        shape, dtype = _tensors(x0=x0, noise=noise)
-        return _combine(shape, dtype, x0.device, (1.0, noise), (-1.0, x0))
-
-    def x0_from_velocity(self, x: torch.Tensor, v: torch.Tensor, sigma: Sigma) -> torch.Tensor:
-        """``x0 = x - sigma v``."""
-        shape, dtype = _tensors(x=x, v=v)
-        s = _sigma64("sigma", sigma, shape, x.device, high=1.0)
-        return _combine(shape, dtype, x.device, (1.0, x), (-s, v))
-
-    def noise_from_velocity(self, x: torch.Tensor, v: torch.Tensor, sigma: Sigma) -> torch.Tensor:
-        """``eps = x + (1 - sigma) v``."""
-        shape, dtype = _tensors(x=x, v=v)
-        s = _sigma64("sigma", sigma, shape, x.device, high=1.0)
-        return _combine(shape, dtype, x.device, (1.0, x), (1.0 - s, v))
-
-    def velocity_from_x0(self, x: torch.Tensor, x0: torch.Tensor, sigma: Sigma) -> torch.Tensor:
-        """``v = (x - x0) / sigma`` (undefined at sigma = 0: gives inf / nan there)."""
-        shape, dtype = _tensors(x=x, x0=x0)
-        s = _sigma64("sigma", sigma, shape, x.device, high=1.0)
-        inv = (math.inf if s == 0.0 else 1.0 / s) if isinstance(s, float) else 1.0 / s
-        return _combine(shape, dtype, x.device, (inv, x), (-inv, x0))
-
-    def velocity_from_noise(
-        self, x: torch.Tensor, noise: torch.Tensor, sigma: Sigma
-    ) -> torch.Tensor:
-        """``v = (noise - x) / (1 - sigma)`` (undefined at sigma = 1: gives inf / nan there)."""
-        shape, dtype = _tensors(x=x, noise=noise)
-        s = _sigma64("sigma", sigma, shape, x.device, high=1.0)
-        if isinstance(s, float):
-            inv = math.inf if s == 1.0 else 1.0 / (1.0 - s)
-        else:
-            inv = 1.0 / (1.0 - s)
-        return _combine(shape, dtype, x.device, (inv, noise), (-inv, x))
+        """The training target ``v = noise - x0`` (independent of σ)."""
+        return self._velocity(x0, noise, 0.0, None)
 
     def sample(
         self,
@@ -186,65 +266,184 @@ class FlowPath:
         sigma: Sigma,
         noise: torch.Tensor | None = None,
         generator: GeneratorLike = None,
+        *,
+        layout: str = "BCTHW",
     ) -> PathSample:
-        """Training input at ``sigma``: ``x = (1-sigma) x0 + sigma eps``, target ``v = eps - x0``.
+        """Training input at ``sigma``: ``x = (1-σ)·x0 + σ·ε``, target ``v = ε - x0``.
 
         ``noise`` defaults to :func:`vidnoise.noise.randn` of ``x0``'s shape with ``generator``
         (one generator, or one per item of dim 0: item i then depends only on generator i).
         """
-        check_tensor("x0", x0)
-        if x0.dim() == 0:
-            raise ValueError("x0 must have a batch dim, got a 0-d tensor")
+        _check_batched("x0", x0)
         noise = _noise_for(x0, noise, generator)
-        x = self.add_noise(x0, noise, sigma)
+        s = self._level(sigma, x0.shape, x0.device, layout)
+        x = self.add_noise(x0, noise, sigma, layout=layout)
         target = self.velocity(x0, noise)
-        return PathSample(x, target, _batch_sigma(sigma, x0.shape[0], x0.dtype, x0.device), noise)
+        return PathSample(x, target, level_out(sigma, s, x0.shape[0], x0.dtype, x0.device), noise)
 
 
 # ----------------------------------------------------------------------------- EDM
-def _edm_coeffs(sigma, sigma_data: float, offset_noise: float):
-    """float64 (c_skip, c_out, c_in, c_noise) from a float or float64 tensor sigma."""
-    sd2 = sigma_data * sigma_data
-    if isinstance(sigma, float):
-        se = math.sqrt(sigma * sigma + offset_noise * offset_noise)
-        tot = se * se + sd2
-        c_noise = math.log(se) / 4.0 if se > 0 else -math.inf
-        return sd2 / tot, se * sigma_data / math.sqrt(tot), 1.0 / math.sqrt(tot), c_noise
-    se = torch.sqrt(sigma * sigma + offset_noise * offset_noise)
-    tot = se * se + sd2
-    return sd2 / tot, se * sigma_data / torch.sqrt(tot), torch.rsqrt(tot), torch.log(se) / 4.0
+@dataclass(frozen=True)
+class EDMPath(_AffinePath):
+    """Variance exploding path (EDM, DIAMOND): ``x = x0 + σ·ε (+ offset_noise·η)``.
+
+    ``σ`` in [0, ∞) is the noise std; ``(a, b, a', b') = (1, σ, 0, 1)``, so the ODE derivative
+    is ``dx/dσ = ε`` (``velocity_from_x0 = noise_from_x0 = (x - x0)/σ``). The path holds the
+    preconditioning's ``sigma_data`` and DIAMOND's ``offset_noise`` (as NVlabs EDM's
+    ``EDMPrecond`` holds ``sigma_data``): offset noise adds one normal draw η per (batch,
+    channel), constant over the other dims, with std ``offset_noise``, and the
+    preconditioning then uses ``σ_eff = sqrt(σ² + offset_noise²)``. The x0 / ε conversions
+    ignore the offset.
+    """
+
+    sigma_data: float = 0.5
+    offset_noise: float = 0.0
+
+    def __post_init__(self):
+        sd = check_float("sigma_data", self.sigma_data, low=0.0, low_open=True)
+        off = check_float("offset_noise", self.offset_noise, low=0.0)
+        object.__setattr__(self, "sigma_data", sd)
+        object.__setattr__(self, "offset_noise", off)
+
+    def _level(self, sigma, shape, device, layout):
+        return as_sigma("sigma", sigma, shape, device, layout=layout)
+
+    def _coef(self, s):
+        return 1.0, s, 0.0, 1.0
+
+    def coefficients(self, sigma: Sigma) -> PathCoefficients:
+        """``(1, σ, 0, 1)`` at ``sigma`` (float, or float64 tensors of its shape)."""
+        s, _ = values64("sigma", sigma, low=0.0)
+        return PathCoefficients(*self._coef(s))
+
+    def add_noise(
+        self,
+        x0: torch.Tensor,
+        noise: torch.Tensor,
+        sigma: Sigma,
+        *,
+        offset: torch.Tensor | None = None,
+        generator: GeneratorLike = None,
+        layout: str = "BCTHW",
+    ) -> torch.Tensor:
+        """``x = x0 + σ·noise + offset_noise·η``, ``η ~ N(0, 1)`` of shape (B, C, 1, ...).
+
+        ``η`` (unit normal, one value per (B, C)) is drawn with ``generator`` unless given as
+        ``offset`` (shape (B, C) or (B, C, 1, ..., 1)). With ``offset_noise = 0`` nothing is
+        drawn and ``x = x0 + σ·noise``.
+        """
+        shape, dtype, device = _tensors(x0=x0, noise=noise)
+        c = self._at(sigma, shape, device, layout)
+        terms = [(c.a, x0), (c.b, noise)]
+        if self.offset_noise > 0.0:
+            terms.append((self.offset_noise, _offset_eta(shape, offset, generator, x0)))
+        elif offset is not None:
+            raise ValueError("offset was given but the path's offset_noise is 0")
+        return _combine(shape, dtype, device, *terms)
+
+    def _precondition64(self, s):
+        """float64 ``(c_skip, c_out, c_in, c_noise)``; overflow-free for σ up to float max."""
+        sd = self.sigma_data
+        if isinstance(s, float):
+            se = math.hypot(s, self.offset_noise)
+            tot = math.hypot(se, sd)
+            c_noise = math.log(se) / 4.0 if se > 0 else -math.inf
+            return sd * sd / (se * se + sd * sd), sd * (se / tot), 1.0 / tot, c_noise
+        se = torch.hypot(s, torch.full_like(s, self.offset_noise))
+        tot = torch.hypot(se, torch.full_like(se, sd))
+        return sd * sd / (se * se + sd * sd), sd * (se / tot), 1.0 / tot, torch.log(se) / 4.0
+
+    def precondition(self, sigma: Sigma):
+        """EDM preconditioning ``(c_skip, c_out, c_in, c_noise)`` at ``sigma``.
+
+        With ``σ_eff = sqrt(σ² + offset_noise²)`` and ``sd = sigma_data``:
+        ``c_skip = sd² / (σ_eff² + sd²)``, ``c_out = σ_eff·sd / sqrt(σ_eff² + sd²)``,
+        ``c_in = 1 / sqrt(σ_eff² + sd²)``, ``c_noise = ln(σ_eff) / 4`` (``-inf`` at
+        ``σ_eff = 0``) (Karras et al. 2022, Table 1; NVlabs/edm ``training/networks.py``).
+        Computed with ``hypot`` so that any finite σ gives finite values. Floats in, floats
+        out; a tensor (any shape) gives four tensors of its shape and floating dtype.
+        """
+        s, dt = values64("sigma", sigma, low=0.0)
+        coeffs = self._precondition64(s)
+        return coeffs if dt is None else tuple(c.to(dt) for c in coeffs)
+
+    def loss_weight(self, sigma: Sigma):
+        """EDM loss weight ``λ = (σ_eff² + sd²) / (σ_eff·sd)² = 1/c_out² = 1/sd² + 1/σ_eff²``
+        (the last form, used here, has no overflow; ``inf`` at ``σ_eff = 0``)."""
+        s, dt = values64("sigma", sigma, low=0.0)
+        inv_sd2 = 1.0 / (self.sigma_data * self.sigma_data)
+        if dt is None:
+            se = math.hypot(s, self.offset_noise)
+            return math.inf if se == 0.0 else inv_sd2 + 1.0 / (se * se)
+        se = torch.hypot(s, torch.full_like(s, self.offset_noise))
+        return (inv_sd2 + 1.0 / (se * se)).to(dt)
+
+    def denoiser_from_network(self, network: Callable, *, layout: str | None = None) -> Callable:
+        """Wrap a raw network ``F(x_in, c_noise, *args)`` into the denoiser ``D(x, σ, *args)``.
+
+        ``D(x, σ) = c_skip·x + c_out·F(c_in·x, c_noise)`` with the coefficients of
+        :meth:`precondition`; ``c_noise`` is passed as a (B,) tensor (float32, float64 for
+        float64 data) and ``c_in·x`` in ``x``'s dtype. ``D`` estimates ``x0``. With ``layout``
+        ("BCTHW" or "BTCHW") the denoiser also takes per-frame σ of shape (B, T) on 5-D video
+        and passes ``c_noise`` as (B, T).
+        """
+        if layout is not None:
+            check_choice("layout", layout, LAYOUTS)
+        return _EDMDenoiser(check_callable("network", network), self, layout)
+
+    def sample(
+        self,
+        x0: torch.Tensor,
+        sigma: Sigma,
+        noise: torch.Tensor | None = None,
+        generator: GeneratorLike = None,
+        *,
+        layout: str = "BCTHW",
+    ) -> PathSample:
+        """Training input: ``x = x0 + σ·ε (+ offset)``, target ``x0`` (the denoiser's).
+
+        With a sequence of generators, item i's noise and then its offset are drawn from
+        generator i; with ``noise`` given, the generator draws only the offset.
+        """
+        _check_batched("x0", x0)
+        noise = _noise_for(x0, noise, generator if noise is None else None)
+        s = self._level(sigma, x0.shape, x0.device, layout)
+        x = self.add_noise(x0, noise, sigma, generator=generator, layout=layout)
+        return PathSample(x, x0, level_out(sigma, s, x0.shape[0], x0.dtype, x0.device), noise)
 
 
-def _check_edm_params(sigma_data, offset_noise) -> tuple[float, float]:
-    sigma_data = check_float("sigma_data", sigma_data, low=0.0, low_open=True)
-    offset_noise = check_float("offset_noise", offset_noise, low=0.0)
-    return sigma_data, offset_noise
-
-
-class _EDMDenoiser:
-    """``D(x, sigma) = c_skip x + c_out F(c_in x, c_noise)`` around a raw network ``F``."""
-
-    def __init__(self, network: Callable, sigma_data: float, offset_noise: float):
-        if not callable(network):
-            raise TypeError(f"network must be callable, got {type(network).__name__}")
-        self.network = network
-        self.sigma_data = sigma_data
-        self.offset_noise = offset_noise
-
-    def __repr__(self) -> str:
-        return (
-            f"EDMDenoiser(network={self.network!r}, sigma_data={self.sigma_data}, "
-            f"offset_noise={self.offset_noise})"
+def _offset_eta(shape, offset, generator, like: torch.Tensor) -> torch.Tensor:
+    """DIAMOND's unit offset draw η of shape (B, C, 1, ..., 1): ``offset`` reshaped, or drawn."""
+    if len(shape) < 2:
+        raise ValueError(
+            f"offset noise needs data with a channel dim (B, C, ...), got {tuple(shape)}"
         )
+    eta_shape = (shape[0], shape[1]) + (1,) * (len(shape) - 2)
+    if offset is None:
+        return randn(eta_shape, generator=generator, device=like.device, dtype=like.dtype)
+    check_tensor("offset", offset)
+    if offset.numel() != shape[0] * shape[1] or offset.shape[:2] != shape[:2]:
+        raise ValueError(
+            f"offset must have shape (B, C) = {tuple(shape[:2])} (or with trailing 1s), got "
+            f"{tuple(offset.shape)}"
+        )
+    return offset.reshape(eta_shape)
+
+
+@dataclass(frozen=True)
+class _EDMDenoiser:
+    """``D(x, σ) = c_skip·x + c_out·F(c_in·x, c_noise)`` around a raw network ``F``."""
+
+    network: Callable
+    path: EDMPath
+    layout: str | None = None
 
     def __call__(self, x: torch.Tensor, sigma: Sigma, *args, **kwargs) -> torch.Tensor:
-        check_tensor("x", x)
-        if x.dim() == 0:
-            raise ValueError("x must have a batch dim, got a 0-d tensor")
-        s = _sigma64("sigma", sigma, x.shape, x.device, allow_inf=False)
-        c_skip, c_out, c_in, c_noise = _edm_coeffs(s, self.sigma_data, self.offset_noise)
+        _check_batched("x", x)
+        s = as_sigma("sigma", sigma, x.shape, x.device, layout=self.layout)
+        c_skip, c_out, c_in, c_noise = self.path._precondition64(s)
         x_in = _combine(x.shape, x.dtype, x.device, (c_in, x))
-        noise_cond = _batch_sigma(c_noise, x.shape[0], x.dtype, x.device)
+        noise_cond = level_out(sigma, c_noise, x.shape[0], x.dtype, x.device)
         f = self.network(x_in, noise_cond, *args, **kwargs)
         if not isinstance(f, torch.Tensor) or f.shape != x.shape:
             got = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
@@ -253,129 +452,24 @@ class _EDMDenoiser:
         return _combine(x.shape, out_dtype, x.device, (c_skip, x), (c_out, f))
 
 
-class EDMPath:
-    """Variance exploding path (EDM, DIAMOND): ``x = x0 + sigma eps (+ offset)``.
-
-    ``sigma`` in [0, inf) is the noise std. DIAMOND's offset noise adds one normal draw per
-    (batch, channel), constant over the other dims, with std ``offset_noise``; the
-    preconditioning then uses ``sigma_eff = sqrt(sigma^2 + offset_noise^2)``. Stateless.
-    """
-
-    def add_noise(
-        self,
-        x0: torch.Tensor,
-        noise: torch.Tensor,
-        sigma: Sigma,
-        *,
-        offset_noise: float = 0.0,
-        offset: torch.Tensor | None = None,
-        generator: GeneratorLike = None,
-    ) -> torch.Tensor:
-        """``x = x0 + sigma noise + offset_noise * eta``, ``eta`` ~ N(0, 1) of shape (B, C, 1, ...).
-
-        ``eta`` (unit normal, one value per (B, C)) is drawn with ``generator`` unless given
-        as ``offset`` (shape (B, C) or (B, C, 1, ..., 1)). With ``offset_noise = 0`` nothing is
-        drawn and ``x = x0 + sigma noise``.
-        """
-        shape, dtype = _tensors(x0=x0, noise=noise)
-        s = _sigma64("sigma", sigma, shape, x0.device)
-        offset_noise = check_float("offset_noise", offset_noise, low=0.0)
-        terms = [(1.0, x0), (s, noise)]
-        if offset_noise > 0.0:
-            if len(shape) < 2:
-                raise ValueError(
-                    f"offset noise needs data with a channel dim (B, C, ...), got {tuple(shape)}"
-                )
-            eta_shape = (shape[0], shape[1]) + (1,) * (len(shape) - 2)
-            if offset is None:
-                eta = randn(eta_shape, generator=generator, device=x0.device, dtype=x0.dtype)
-            else:
-                check_tensor("offset", offset)
-                if offset.numel() != shape[0] * shape[1] or offset.shape[:2] != shape[:2]:
-                    raise ValueError(
-                        f"offset must have shape (B, C) = {tuple(shape[:2])} (or with trailing "
-                        f"1s), got {tuple(offset.shape)}"
-                    )
-                eta = offset.reshape(eta_shape)
-            terms.append((offset_noise, eta))
-        elif offset is not None:
-            raise ValueError("offset was given but offset_noise is 0")
-        return _combine(shape, dtype, x0.device, *terms)
-
-    def precondition(self, sigma: Sigma, sigma_data: float = 0.5, offset_noise: float = 0.0):
-        """EDM preconditioning ``(c_skip, c_out, c_in, c_noise)`` at ``sigma``.
-
-        With ``sigma_eff = sqrt(sigma^2 + offset_noise^2)`` and ``sd = sigma_data``:
-        ``c_skip = sd^2 / (sigma_eff^2 + sd^2)``, ``c_out = sigma_eff sd / sqrt(sigma_eff^2 +
-        sd^2)``, ``c_in = 1 / sqrt(sigma_eff^2 + sd^2)``, ``c_noise = ln(sigma_eff) / 4``
-        (``-inf`` at ``sigma_eff = 0``). Floats in, floats out; a tensor (any shape) gives four
-        tensors of its shape and floating dtype (computed in float64).
-        """
-        sigma_data, offset_noise = _check_edm_params(sigma_data, offset_noise)
-        s, dt = values64("sigma", sigma, low=0.0)
-        coeffs = _edm_coeffs(s, sigma_data, offset_noise)
-        return coeffs if dt is None else tuple(c.to(dt) for c in coeffs)
-
-    def loss_weight(self, sigma: Sigma, sigma_data: float = 0.5, offset_noise: float = 0.0):
-        """EDM loss weight ``lambda = (sigma_eff^2 + sd^2) / (sigma_eff sd)^2 = 1 / c_out^2``."""
-        sigma_data, offset_noise = _check_edm_params(sigma_data, offset_noise)
-        sd2 = sigma_data * sigma_data
-        s, dt = values64("sigma", sigma, low=0.0)
-        se2 = s * s + offset_noise * offset_noise
-        if dt is None:
-            return math.inf if se2 == 0.0 else (se2 + sd2) / (se2 * sd2)
-        return ((se2 + sd2) / (se2 * sd2)).to(dt)
-
-    def denoiser_from_network(
-        self, network: Callable, sigma_data: float = 0.5, offset_noise: float = 0.0
-    ) -> Callable:
-        """Wrap a raw network ``F(x_in, c_noise, *args)`` into the denoiser ``D(x, sigma, *args)``.
-
-        ``D(x, sigma) = c_skip x + c_out F(c_in x, c_noise)`` with the coefficients of
-        :meth:`precondition`; ``c_noise`` is passed as a (B,) tensor (float32, float64 for
-        float64 data) and ``c_in x`` in ``x``'s dtype. ``D`` estimates ``x0``.
-        """
-        sigma_data, offset_noise = _check_edm_params(sigma_data, offset_noise)
-        return _EDMDenoiser(network, sigma_data, offset_noise)
-
-    def x0_from_noise(self, x: torch.Tensor, noise: torch.Tensor, sigma: Sigma) -> torch.Tensor:
-        """``x0 = x - sigma eps`` (no offset noise)."""
-        shape, dtype = _tensors(x=x, noise=noise)
-        s = _sigma64("sigma", sigma, shape, x.device)
-        return _combine(shape, dtype, x.device, (1.0, x), (-s, noise))
-
-    def noise_from_x0(self, x: torch.Tensor, x0: torch.Tensor, sigma: Sigma) -> torch.Tensor:
-        """``eps = (x - x0) / sigma``: the EDM ODE derivative ``dx/dsigma`` (inf/nan at 0)."""
-        shape, dtype = _tensors(x=x, x0=x0)
-        s = _sigma64("sigma", sigma, shape, x.device)
-        inv = (math.inf if s == 0.0 else 1.0 / s) if isinstance(s, float) else 1.0 / s
-        return _combine(shape, dtype, x.device, (inv, x), (-inv, x0))
-
-    def sample(
-        self,
-        x0: torch.Tensor,
-        sigma: Sigma,
-        noise: torch.Tensor | None = None,
-        generator: GeneratorLike = None,
-        offset_noise: float = 0.0,
-    ) -> PathSample:
-        """Training input: ``x = x0 + sigma eps (+ offset)``, target ``x0`` (the denoiser's).
-
-        With a sequence of generators, item i's noise and then its offset are drawn from
-        generator i.
-        """
-        check_tensor("x0", x0)
-        if x0.dim() == 0:
-            raise ValueError("x0 must have a batch dim, got a 0-d tensor")
-        # given noise: the generator (if any) draws only the offset
-        noise = _noise_for(x0, noise, generator if noise is None else None)
-        x = self.add_noise(x0, noise, sigma, offset_noise=offset_noise, generator=generator)
-        return PathSample(x, x0, _batch_sigma(sigma, x0.shape[0], x0.dtype, x0.device), noise)
-
-
 # ----------------------------------------------------------------------------- VP
-def _scaled_linear_betas(n: int, beta_start: float, beta_end: float) -> torch.Tensor:
-    return torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float64) ** 2
+def _alpha_bar_table(n, b0, b1, schedule, snr_shift, zero_snr) -> torch.Tensor:
+    """float64 ᾱ_0..ᾱ_{N-1} in the order of diffusers' CogVideoX scheduler: betas, cumprod,
+    SNR shift, then (optionally) the zero-terminal-SNR rescale (formulas in :class:`VPPath`)."""
+    if schedule == "scaled_linear":
+        betas = torch.linspace(b0**0.5, b1**0.5, n, dtype=torch.float64) ** 2
+    else:
+        betas = torch.linspace(b0, b1, n, dtype=torch.float64)
+    ab = torch.cumprod(1.0 - betas, 0)
+    ab = ab / (snr_shift + (1.0 - snr_shift) * ab)
+    if zero_snr:
+        if not float(ab[0]) > float(ab[-1]):
+            raise ValueError(
+                "rescale_zero_terminal_snr needs abar to decrease (beta_end > 0), got "
+                f"beta_start={b0}, beta_end={b1}"
+            )
+        ab = _zero_terminal_snr(ab)
+    return ab
 
 
 def _zero_terminal_snr(alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -387,18 +481,20 @@ def _zero_terminal_snr(alpha_bar: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class VPPath:
-    """Variance preserving path (DDPM, CogVideoX): ``x = sqrt(abar_t) x0 + sqrt(1-abar_t) eps``.
+class VPPath(_AffinePath):
+    """Variance preserving path (DDPM, CogVideoX): ``x = √ᾱ_t·x0 + √(1-ᾱ_t)·ε``.
 
-    ``abar`` is built in float64: betas (``'scaled_linear'``: ``linspace(sqrt(beta_start),
-    sqrt(beta_end), N)^2``; ``'linear'``: ``linspace(beta_start, beta_end, N)``),
-    ``abar = cumprod(1 - beta)``, then the SNR shift ``abar <- abar / (s + (1-s) abar)``
-    (``s = snr_shift_scale``; it divides the SNR ``abar / (1-abar)`` by ``s``), then, if
-    ``rescale_zero_terminal_snr``, Lin et al.'s rescale of ``sqrt(abar)`` to end at exactly 0
-    (the order of diffusers' CogVideoX scheduler). ``t`` is an integer timestep in
-    [0, N-1] (an int or an integer tensor (B,)). The v-prediction target is
-    ``v = sqrt(abar) eps - sqrt(1-abar) x0``. The EDM-equivalent std at ``t`` is
-    ``sqrt((1-abar)/abar)`` (:meth:`edm_sigma`), ``inf`` at a zero-SNR terminal step.
+    In angle form ``cos φ = √ᾱ_t``, ``sin φ = √(1-ᾱ_t)``: ``(a, b, a', b') = (cos φ, sin φ,
+    -sin φ, cos φ)`` with the derivative along φ, so the v-prediction target is ``v = dx/dφ =
+    √ᾱ·ε - √(1-ᾱ)·x0`` (Salimans & Ho 2022). ``ᾱ`` is built in float64: betas
+    (``'scaled_linear'``: ``linspace(√beta_start, √beta_end, N)²``; ``'linear'``:
+    ``linspace(beta_start, beta_end, N)``), ``ᾱ = cumprod(1 - β)``, then the SNR shift
+    ``ᾱ <- ᾱ / (s + (1-s)·ᾱ)`` (``s = snr_shift_scale``; it divides the SNR ``ᾱ/(1-ᾱ)`` by
+    ``s``), then, if ``rescale_zero_terminal_snr``, Lin et al.'s rescale of ``√ᾱ`` to end at
+    exactly 0 (the order of diffusers' CogVideoX scheduler). ``t`` is an integer timestep in
+    [0, N-1]: an int or an integer tensor (0-d, (B,) or per-frame (B, T)); any integer dtype
+    (uint8 included) is read as indices. The EDM-equivalent std at ``t`` is ``√((1-ᾱ)/ᾱ)``
+    (:meth:`edm_sigma`), ``inf`` at a zero-SNR terminal step.
     """
 
     num_train_timesteps: int = 1000
@@ -416,28 +512,13 @@ class VPPath:
         b1 = check_float("beta_end", self.beta_end, low=0.0, high=1.0, high_open=True)
         check_choice("beta_schedule", self.beta_schedule, ("scaled_linear", "linear"))
         s = check_float("snr_shift_scale", self.snr_shift_scale, low=0.0, low_open=True)
-        if not isinstance(self.rescale_zero_terminal_snr, bool):
-            raise TypeError(
-                f"rescale_zero_terminal_snr must be a bool, got {self.rescale_zero_terminal_snr!r}"
-            )
-        if self.beta_schedule == "scaled_linear":
-            betas = _scaled_linear_betas(n, b0, b1)
-        else:
-            betas = torch.linspace(b0, b1, n, dtype=torch.float64)
-        ab = torch.cumprod(1.0 - betas, 0)
-        ab = ab / (s + (1.0 - s) * ab)
-        if self.rescale_zero_terminal_snr:
-            if not float(ab[0]) > float(ab[-1]):
-                raise ValueError(
-                    "rescale_zero_terminal_snr needs abar to decrease (beta_end > 0), got "
-                    f"beta_start={b0}, beta_end={b1}"
-                )
-            ab = _zero_terminal_snr(ab)
+        zero = check_bool("rescale_zero_terminal_snr", self.rescale_zero_terminal_snr)
+        ab = _alpha_bar_table(n, b0, b1, self.beta_schedule, s, zero)
         object.__setattr__(self, "_alpha_bar", ab)
         object.__setattr__(self, "_on_device", {})
 
     def _alpha_bar_on(self, device) -> torch.Tensor:
-        """``abar`` on ``device``, copied there once (no host-to-device copy per call)."""
+        """``ᾱ`` on ``device``, copied there once (no host-to-device copy per call)."""
         device = torch.device(device)
         ab = self._on_device.get(device)
         if ab is None:
@@ -453,91 +534,46 @@ class VPPath:
 
     @property
     def alpha_bar(self) -> torch.Tensor:
-        """``abar_t`` for t = 0 .. N-1 (float64, CPU, a copy)."""
+        """``ᾱ_t`` for t = 0 .. N-1 (float64, CPU, a copy)."""
         return self._alpha_bar.clone()
 
-    def _ab(self, t, shape, device):
-        """float64 ``abar_t`` as a float or a tensor shaped (B, 1, ..., 1) / ()."""
+    def _level(self, t, shape, device, layout):
+        """float64 ``ᾱ_t`` as a float or a tensor broadcastable against ``shape``."""
         n = self.num_train_timesteps
+        if not isinstance(t, torch.Tensor):
+            return float(self._alpha_bar[check_int("t", t, minimum=0, maximum=n - 1)])
+        check_real_tensor("t", t)
+        if t.is_floating_point():
+            raise TypeError(f"t must be integer timesteps in [0, {n - 1}], got dtype {t.dtype}")
+        # as_sigma gives the shape rule and the range check; integer values < 2^24 are exact
+        # in float64 and float32 alike, so rounding back to int64 gives the indices.
+        idx = as_sigma("t", t, shape, device, layout=layout, low=0, high=n - 1)
+        return self._alpha_bar_on(device)[idx.round().to(torch.int64)]
+
+    def _coef(self, ab):
+        a, b = _sqrt(ab), _sqrt(1.0 - ab)
+        return a, b, -b, a
+
+    def coefficients(self, t) -> PathCoefficients:
+        """``(√ᾱ, √(1-ᾱ), -√(1-ᾱ), √ᾱ)`` at ``t`` (float, or float64 tensors of its shape)."""
         if isinstance(t, torch.Tensor):
-            if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-                raise TypeError(f"t must be integer timesteps in [0, {n - 1}], got dtype {t.dtype}")
-            batch = shape[0] if len(shape) else None
-            if t.dim() > 1 or (t.dim() == 1 and t.shape[0] != batch):
-                raise ValueError(
-                    f"t must be an int, a 0-d tensor or a tensor of shape (B,) = ({batch},), "
-                    f"got shape {tuple(t.shape)}"
-                )
-            check_values("t", t, low=0, high=n - 1)
-            ab = self._alpha_bar_on(device)[t.to(device)]
-            return ab.reshape(ab.shape[0], *([1] * (len(shape) - 1))) if ab.dim() == 1 else ab
-        return float(self._alpha_bar[check_int("t", t, minimum=0, maximum=n - 1)])
+            ab = self._level(t.reshape(-1), (t.numel(),), t.device, None).reshape(t.shape)
+        else:
+            ab = self._level(t, (), None, None)
+        return PathCoefficients(*self._coef(ab))
 
-    def _coefs(self, t, shape, device):
-        ab = self._ab(t, shape, device)
-        if isinstance(ab, float):
-            return math.sqrt(ab), math.sqrt(1.0 - ab)
-        return ab.sqrt(), (1.0 - ab).sqrt()
-
-    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
-        """``x = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise``."""
-        shape, dtype = _tensors(x0=x0, noise=noise)
-        a, b = self._coefs(t, shape, x0.device)
-        return _combine(shape, dtype, x0.device, (a, x0), (b, noise))
-
-    def velocity(self, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
-        """v-prediction target ``v = sqrt(abar_t) noise - sqrt(1 - abar_t) x0``."""
-        shape, dtype = _tensors(x0=x0, noise=noise)
-        a, b = self._coefs(t, shape, x0.device)
-        return _combine(shape, dtype, x0.device, (a, noise), (-b, x0))
-
-    def x0_from_velocity(self, x: torch.Tensor, v: torch.Tensor, t) -> torch.Tensor:
-        """``x0 = sqrt(abar) x - sqrt(1 - abar) v``."""
-        shape, dtype = _tensors(x=x, v=v)
-        a, b = self._coefs(t, shape, x.device)
-        return _combine(shape, dtype, x.device, (a, x), (-b, v))
-
-    def noise_from_velocity(self, x: torch.Tensor, v: torch.Tensor, t) -> torch.Tensor:
-        """``eps = sqrt(1 - abar) x + sqrt(abar) v``."""
-        shape, dtype = _tensors(x=x, v=v)
-        a, b = self._coefs(t, shape, x.device)
-        return _combine(shape, dtype, x.device, (b, x), (a, v))
-
-    def x0_from_noise(self, x: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
-        """``x0 = (x - sqrt(1 - abar) eps) / sqrt(abar)`` (inf/nan where abar = 0)."""
-        shape, dtype = _tensors(x=x, noise=noise)
-        a, b = self._coefs(t, shape, x.device)
-        inv = _safe_inv(a)
-        return _combine(shape, dtype, x.device, (inv, x), (-b * inv, noise))
-
-    def noise_from_x0(self, x: torch.Tensor, x0: torch.Tensor, t) -> torch.Tensor:
-        """``eps = (x - sqrt(abar) x0) / sqrt(1 - abar)`` (inf/nan where abar = 1)."""
-        shape, dtype = _tensors(x=x, x0=x0)
-        a, b = self._coefs(t, shape, x.device)
-        inv = _safe_inv(b)
-        return _combine(shape, dtype, x.device, (inv, x), (-a * inv, x0))
-
-    def velocity_from_x0(self, x: torch.Tensor, x0: torch.Tensor, t) -> torch.Tensor:
-        """``v = (sqrt(abar) x - x0) / sqrt(1 - abar)``."""
-        shape, dtype = _tensors(x=x, x0=x0)
-        a, b = self._coefs(t, shape, x.device)
-        inv = _safe_inv(b)
-        return _combine(shape, dtype, x.device, (a * inv, x), (-inv, x0))
-
-    def velocity_from_noise(self, x: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
-        """``v = (eps - sqrt(1 - abar) x) / sqrt(abar)``."""
-        shape, dtype = _tensors(x=x, noise=noise)
-        a, b = self._coefs(t, shape, x.device)
-        inv = _safe_inv(a)
-        return _combine(shape, dtype, x.device, (inv, noise), (-b * inv, x))
+    def velocity(self, x0: torch.Tensor, noise: torch.Tensor, t, *,
+                 layout: str = "BCTHW") -> torch.Tensor:
+        """v-prediction target ``v = √ᾱ_t·noise - √(1-ᾱ_t)·x0``."""
+        return self._velocity(x0, noise, t, layout)
 
     def edm_sigma(self, t):
-        """EDM-equivalent std ``sqrt((1 - abar_t) / abar_t)`` (float for an int ``t``, else a
-        float64 tensor of ``t``'s shape); ``inf`` where ``abar = 0``."""
+        """EDM-equivalent std ``√((1 - ᾱ_t) / ᾱ_t)`` (float for an int ``t``, else a float64
+        tensor of ``t``'s shape); ``inf`` where ``ᾱ = 0``."""
         if isinstance(t, torch.Tensor):
-            ab = self._ab(t.reshape(-1), (t.numel(),), t.device).reshape(t.shape)
+            ab = self._level(t.reshape(-1), (t.numel(),), t.device, None).reshape(t.shape)
             return torch.sqrt((1.0 - ab) / ab)
-        ab = self._ab(t, (), None)
+        ab = self._level(t, (), None, None)
         return math.inf if ab == 0.0 else math.sqrt((1.0 - ab) / ab)
 
     def trailing_timesteps(self, n: int, device=None) -> torch.Tensor:
@@ -559,31 +595,25 @@ class VPPath:
         noise: torch.Tensor | None = None,
         generator: GeneratorLike = None,
         prediction: str = "v",
+        *,
+        layout: str = "BCTHW",
     ) -> PathSample:
         """Training input at timesteps ``t``; ``prediction`` 'v' (default), 'eps' or 'x0' sets
-        the target. ``sigma`` is the EDM-equivalent std, ``timestep`` the (B,) int64 ``t``."""
-        check_tensor("x0", x0)
+        the target. ``sigma`` is the EDM-equivalent std, ``timestep`` the int64 ``t`` ((B,),
+        or (B, T) for per-frame timesteps)."""
+        _check_batched("x0", x0)
         check_choice("prediction", prediction, ("v", "eps", "x0"))
-        if x0.dim() == 0:
-            raise ValueError("x0 must have a batch dim, got a 0-d tensor")
         noise = _noise_for(x0, noise, generator)
-        x = self.add_noise(x0, noise, t)
+        x = self.add_noise(x0, noise, t, layout=layout)
         if prediction == "v":
-            target = self.velocity(x0, noise, t)
-        elif prediction == "eps":
-            target = noise
+            target = self.velocity(x0, noise, t, layout=layout)
         else:
-            target = x0
+            target = noise if prediction == "eps" else x0
         b = x0.shape[0]
         if isinstance(t, torch.Tensor):
-            tt = t.to(device=x0.device, dtype=torch.int64).reshape(-1).expand(b).clone()
+            tt = t.to(device=x0.device, dtype=torch.int64)
+            tt = tt.clone() if t.dim() == 2 else tt.reshape(-1).expand(b).clone()
         else:
-            tt = torch.full((b,), check_int("t", t, minimum=0), dtype=torch.int64, device=x0.device)
-        sigma = self.edm_sigma(tt).to(_work_dtype(x0.dtype))
+            tt = torch.full((b,), t, dtype=torch.int64, device=x0.device)
+        sigma = self.edm_sigma(tt).to(work_dtype(x0.dtype))
         return PathSample(x, target, sigma, noise, timestep=tt)
-
-
-def _safe_inv(v):
-    if isinstance(v, float):
-        return math.inf if v == 0.0 else 1.0 / v
-    return 1.0 / v

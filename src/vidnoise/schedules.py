@@ -4,7 +4,8 @@ Flow grids (:func:`linear`, :func:`linear_quadratic`, and :func:`shift` /
 :func:`resolution_shift` applied to them) hold noise fractions ``sigma`` in [0, 1] of the
 path ``x = (1-sigma) x0 + sigma eps``. EDM grids (:func:`karras`, :func:`vp_sigmas`) hold noise
 stds of ``x = x0 + sigma eps``. Grids end at 0 (the clean sample), so ``n`` steps take
-``n + 1`` values (:func:`karras` returns its ``n`` values then 0).
+``n + 1`` values (:func:`karras` returns its ``n`` values then 0). Derivations and the grids
+of each pipeline: ``docs/math.md §7`` (diffusers' default FlowMatch grid: §12).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import torch
 
 from vidnoise._checks import check_float, check_int, values64
+from vidnoise.conventions import FLOW_SIGMA_HINT
 from vidnoise.paths import VPPath
 
 __all__ = [
@@ -25,6 +27,9 @@ __all__ = [
     "resolution_shift_mu",
     "vp_sigmas",
 ]
+
+
+_LOG_FLOAT64_MAX = math.log(torch.finfo(torch.float64).max)  # 709.78
 
 
 def _grid(values: torch.Tensor, device) -> torch.Tensor:
@@ -41,8 +46,10 @@ def _check_min_max(sigma_min: float, sigma_max: float) -> None:
 def linear(n: int, sigma_max: float = 1.0, sigma_min: float = 0.0, *, device=None):
     """``n + 1`` evenly spaced values from ``sigma_max`` down to ``sigma_min`` (inclusive).
 
-    The default is the flow grid ``1, 1 - 1/n, ..., 0`` of Mochi / SD3 Euler sampling
-    (before any :func:`shift`). Requires ``n >= 1`` and ``0 <= sigma_min < sigma_max``.
+    The default is the plain flow grid ``1, 1 - 1/n, ..., 0`` (before any :func:`shift`). It
+    is neither diffusers' default FlowMatch grid (whose low end is shifted twice, see
+    ``docs/math.md §12``) nor Mochi's default (:func:`linear_quadratic`). Requires ``n >= 1``
+    and ``0 <= sigma_min < sigma_max``.
     """
     n = check_int("n", n, minimum=1)
     sigma_max = check_float("sigma_max", sigma_max, low=0.0, low_open=True)
@@ -56,7 +63,9 @@ def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, *, devi
     """Karras et al. (EDM) grid: ``n`` values then 0 (``n + 1`` in all).
 
     ``sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho`` for
-    i = 0 .. n-1 (``n = 1`` gives ``[sigma_max, 0]``), computed in float64. DIAMOND's
+    i = 0 .. n-1 (``n = 1`` gives ``[sigma_max, 0]``), computed in float64 as
+    ``sigma_max (1 + i/(n-1) (r - 1))^rho`` with ``r = (sigma_min/sigma_max)^(1/rho)``, which
+    does not overflow for any ``rho > 0``. DIAMOND's
     3-step grid ``karras(3, 2e-3, 5)`` is ``[5.0, 0.283, 0.002, 0]``. EDM noise stds; requires
     ``0 < sigma_min < sigma_max`` and ``rho > 0``.
     """
@@ -65,12 +74,15 @@ def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, *, devi
     sigma_max = check_float("sigma_max", sigma_max, low=0.0, low_open=True)
     rho = check_float("rho", rho, low=0.0, low_open=True)
     _check_min_max(sigma_min, sigma_max)
-    hi, lo = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
+    # (hi + ramp (lo - hi))^rho with hi = sigma_max^(1/rho), lo = sigma_min^(1/rho), written
+    # as sigma_max (1 + ramp (r - 1))^rho with r = lo / hi in (0, 1): no overflow for any rho
+    # (sigma_max^(1/rho) overflows float64 for rho < ~0.003; r may underflow to 0 harmlessly).
+    r = (sigma_min / sigma_max) ** (1.0 / rho)
     if n == 1:
         ramp = torch.zeros(1, dtype=torch.float64)
     else:
         ramp = torch.arange(n, dtype=torch.float64) / (n - 1)
-    sig = (hi + ramp * (lo - hi)) ** rho
+    sig = sigma_max * (1.0 + ramp * (r - 1.0)) ** rho
     sig[0] = sigma_max  # exact ends
     if n > 1:
         sig[-1] = sigma_min
@@ -118,8 +130,12 @@ def linear_quadratic(
 
 
 def _shift64(sigma, s: float):
-    """``s sigma / (1 + (s - 1) sigma)`` for a float or a float64 tensor (no checks)."""
-    return s * sigma / (1.0 + (s - 1.0) * sigma)
+    """``s sigma / (s sigma + 1 - sigma)`` for a float or a float64 tensor (no checks).
+
+    Equal to ``s sigma / (1 + (s - 1) sigma)``, but both terms of the denominator are >= 0
+    on [0, 1], so no cancellation: ``shift(1, 1e-17)`` is 1, not a division by zero.
+    """
+    return s * sigma / (s * sigma + (1.0 - sigma))
 
 
 def shift(sigmas, shift: float):
@@ -129,10 +145,11 @@ def shift(sigmas, shift: float):
     steps at high noise. It maps [0, 1] onto itself, keeps 0 and 1, and is the EDM scaling
     ``sigma_edm -> s sigma_edm`` in flow coordinates (``sigma_edm = sigma / (1 - sigma)``).
     ``sigmas``: a float or a tensor (any shape) of values in [0, 1]; returns the same kind,
-    dtype and shape (computed in float64).
+    dtype and shape (computed in float64 as ``s sigma / (s sigma + 1 - sigma)``, exact at the
+    ends for every finite ``s > 0``).
     """
     s = check_float("shift", shift, low=0.0, low_open=True)
-    v, dt = values64("sigmas", sigmas, low=0.0, high=1.0)
+    v, dt = values64("sigmas", sigmas, low=0.0, high=1.0, hint=FLOW_SIGMA_HINT)
     out = _shift64(v, s)
     return float(out) if dt is None else out.to(dt)
 
@@ -176,7 +193,14 @@ def resolution_shift(
     exponential time shift with exponent 1. Longer sequences get a larger shift.
     """
     mu = resolution_shift_mu(seq_len, base_seq_len, max_seq_len, base_shift, max_shift)
-    return shift(sigmas, math.exp(mu))
+    factor = math.exp(mu) if mu < _LOG_FLOAT64_MAX else math.inf
+    if not 0.0 < factor < math.inf:
+        raise ValueError(
+            f"seq_len={seq_len} gives mu={mu:.6g} and a shift exp(mu) outside the float64 range "
+            f"(|mu| must stay below {_LOG_FLOAT64_MAX:.1f}); seq_len is the number of latent "
+            f"tokens, compare base_seq_len={base_seq_len}, max_seq_len={max_seq_len}"
+        )
+    return shift(sigmas, factor)
 
 
 def vp_sigmas(n: int, path: VPPath | None = None, *, alpha_bar_min: float = 2.0**-24,

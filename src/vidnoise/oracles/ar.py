@@ -12,21 +12,16 @@ import math
 
 import torch
 
-from vidnoise._checks import check_float, check_int, check_tensor
+from vidnoise._checks import as_sigma, check_float, check_int, check_tensor
 from vidnoise.noise import randn
 
 __all__ = ["LinearGaussianAR"]
 
 
-def _sigma_like(sigma, x: torch.Tensor) -> torch.Tensor:
-    s = torch.as_tensor(sigma, dtype=torch.float64, device=x.device)
-    if s.dim() == 0:
-        return s
-    if s.dim() != 1 or s.shape[0] not in (1, x.shape[0]):
-        raise ValueError(
-            f"sigma must be a float or a (B,) tensor with B = {x.shape[0]}, got {tuple(s.shape)}"
-        )
-    return s.reshape(-1, *([1] * (x.dim() - 1)))
+def _level(name: str, v, x: torch.Tensor, **rng):
+    """``v`` (a float, a 0-d or a (B,) tensor) broadcastable against ``x``, in float64, by
+    the one σ-to-batch rule :func:`vidnoise._checks.as_sigma`."""
+    return as_sigma(name, v, x.shape, x.device, **rng)
 
 
 class LinearGaussianAR:
@@ -68,29 +63,44 @@ class LinearGaussianAR:
         return torch.stack(out, dim=1)
 
     def posterior_mean(self, x_prev: torch.Tensor, a_path, b_path, x: torch.Tensor):
-        """``E[x_next | A·x_next + B·ε = x, x_prev]`` (A, B floats or (B,) tensors)."""
+        """``E[x_next | A·x_next + B·ε = x, x_prev]`` (A, B >= 0 floats or (B,) tensors, not
+        both 0); ``x / A`` exactly at ``B = 0``."""
         check_tensor("x_prev", x_prev)
         check_tensor("x", x)
         if x_prev.shape != x.shape:
             raise ValueError(
                 f"x_prev must have x's shape {tuple(x.shape)}, got {tuple(x_prev.shape)}"
             )
-        A, B = _sigma_like(a_path, x), _sigma_like(b_path, x)
+        A, B = _level("a_path", a_path, x), _level("b_path", b_path, x)
         m = self.a * x_prev.to(torch.float64)
+        xd = x.to(torch.float64)
         gain = A * self.q / (A * A * self.q + B * B)
-        return (m + gain * (x.to(torch.float64) - A * m)).to(x.dtype)
+        out = m + gain * (xd - A * m)
+        # B = 0: noiseless, E = x / A exactly (the formula gives it only up to rounding)
+        if isinstance(B, float):
+            out = xd / A if B == 0.0 else out
+        else:
+            out = torch.where(B == 0.0, xd / A, out)
+        return out.to(x.dtype)
 
     def denoiser(self, x_prev: torch.Tensor):
         """Exact EDM denoiser given the previous frame:
-        ``D(x, σ) = a·x_prev + q/(q + σ²)·(x - a·x_prev)``."""
+        ``D(x, σ) = a·x_prev + q/(q + σ²)·(x - a·x_prev)`` (``D(x, 0) = x``)."""
         return lambda x, sigma: self.posterior_mean(x_prev, 1.0, sigma, x)
 
     def velocity(self, x_prev: torch.Tensor):
-        """Exact flow velocity given the previous frame, ``v = (x - E[x_next | x])/σ``."""
+        """Exact flow velocity given the previous frame, ``v = (x - E[x_next | x])/σ``;
+        at σ = 0 the exact value ``v = E[ε] - x_next = -x`` (the formula's limit)."""
 
         def v(x, sigma):
-            s = _sigma_like(sigma, x)
-            x0 = self.posterior_mean(x_prev, 1.0 - s.reshape(-1), s.reshape(-1), x)
-            return ((x.to(torch.float64) - x0.to(torch.float64)) / s).to(x.dtype)
+            check_tensor("x", x)
+            s = _level("sigma", sigma, x, high=1.0)
+            s = torch.as_tensor(s, dtype=torch.float64, device=x.device)
+            flat = s if s.dim() == 0 else s.reshape(-1)  # as given: 0-d or (B,)
+            x0 = self.posterior_mean(x_prev, 1.0 - flat, flat, x)
+            xd = x.to(torch.float64)
+            safe = torch.where(s > 0.0, s, torch.ones_like(s))
+            out = torch.where(s > 0.0, (xd - x0.to(torch.float64)) / safe, -xd)
+            return out.to(x.dtype)
 
         return v

@@ -15,24 +15,18 @@ import math
 
 import torch
 
-from vidnoise._checks import check_int, check_tensor
+from vidnoise._checks import as_sigma, check_int, check_tensor, float64_for
 from vidnoise.noise import rand, randn
 
 __all__ = ["GaussianMixture"]
 
 
-def _as_batch(name: str, v, n: int) -> torch.Tensor:
-    t = torch.as_tensor(v, dtype=torch.float64)
-    if t.dim() == 0:
-        return t.expand(n)
-    t = t.reshape(-1)
-    if t.shape[0] == 1:
-        return t.expand(n)
-    if t.shape[0] != n:
-        raise ValueError(
-            f"{name} must be a float or a (B,) tensor with B = {n}, got {tuple(t.shape)}"
-        )
-    return t
+def _per_row(name: str, v, x: torch.Tensor, **rng) -> torch.Tensor:
+    """``v`` (a float, a 0-d or an (N,) tensor) as a float64 (N,) tensor on ``x``'s device,
+    by the one σ-to-batch rule :func:`vidnoise._checks.as_sigma`."""
+    s = as_sigma(name, v, x.shape, x.device, **rng)
+    s = torch.as_tensor(s, dtype=float64_for(x.device), device=x.device)
+    return s.reshape(-1).expand(x.shape[0])
 
 
 def _apply(mats: torch.Tensor, vecs: torch.Tensor) -> torch.Tensor:
@@ -109,14 +103,18 @@ class GaussianMixture:
         return x.to(dtype)
 
     def posterior_mean(self, a, b, x: torch.Tensor) -> torch.Tensor:
-        """``E[x0 | x]`` for ``x = a·x0 + b·ε`` (a, b floats or (N,) tensors, b > 0)."""
+        """``E[x0 | x]`` for ``x = a·x0 + b·ε`` (a, b >= 0 floats or (N,) tensors).
+
+        At ``b = 0`` the path is noiseless and the posterior mean is exactly ``x / a``.
+        """
         check_tensor("x", x, ndims=(2,))
         if x.shape[1] != self.dim:
             raise ValueError(f"x must be (N, {self.dim}), got {tuple(x.shape)}")
-        n = x.shape[0]
         xd = x.to(torch.float64)
-        a = _as_batch("a", a, n).to(xd.device)[:, None, None]  # (N, 1, 1)
-        b = _as_batch("b", b, n).to(xd.device)[:, None, None]
+        a = _per_row("a", a, xd)[:, None, None]  # (N, 1, 1)
+        b = _per_row("b", b, xd)[:, None, None]
+        clean = b == 0.0
+        b = torch.where(clean, torch.ones_like(b), b)  # rows with b = 0 are replaced below
         lam, u, mu = (t.to(xd.device) for t in (self._lam, self._u, self.means))
         # z = Uᵀ (x - a μ_k): (N, K, D)
         z = _apply(u.transpose(1, 2), xd[:, None, :] - a * mu[None])
@@ -127,17 +125,27 @@ class GaussianMixture:
         r = r / r.sum(1, keepdim=True)  # responsibilities (N, K)
         # E[x0 | x, k] = μ_k + U diag(a λ / var) z
         m = mu[None] + _apply(u, (a * lam[None] / var) * z)
-        return (r[:, :, None] * m).sum(1).to(x.dtype)
+        out = (r[:, :, None] * m).sum(1)
+        out = torch.where(clean[:, :, 0], xd / a[:, :, 0], out)
+        return out.to(x.dtype)
 
     def denoiser(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        """Exact EDM denoiser ``D(x, σ) = E[x0 | x0 + σ·ε = x]`` (EDMPath: a = 1, b = σ)."""
-        return self.posterior_mean(1.0, sigma, x)
+        """Exact EDM denoiser ``D(x, σ) = E[x0 | x0 + σ·ε = x]`` (EDMPath: a = 1, b = σ);
+        ``D(x, 0) = x``."""
+        check_tensor("x", x, ndims=(2,))
+        return self.posterior_mean(1.0, _per_row("sigma", sigma, x), x)
 
     def velocity(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        """Exact flow velocity ``E[ε - x0 | x]`` for ``x = (1-σ)·x0 + σ·ε``, σ in (0, 1].
+        """Exact flow velocity ``E[ε - x0 | x]`` for ``x = (1-σ)·x0 + σ·ε``, σ in [0, 1].
 
-        ``v = (x - E[x0 | x])/σ``, since ε = (x - (1-σ)x0)/σ gives ε - x0 = (x - x0)/σ.
+        ``v = (x - E[x0 | x])/σ``, since ε = (x - (1-σ)x0)/σ gives ε - x0 = (x - x0)/σ. At
+        σ = 0, ``x = x0`` and ε is independent of it, so ``v = E[ε] - x0 = -x`` exactly (the
+        limit of the formula as σ -> 0).
         """
-        s = _as_batch("sigma", sigma, x.shape[0]).to(x.device)
-        x0 = self.posterior_mean(1.0 - s, s, x)
-        return ((x.to(torch.float64) - x0.to(torch.float64)) / s[:, None]).to(x.dtype)
+        check_tensor("x", x, ndims=(2,))
+        xd = x.to(torch.float64)
+        s = _per_row("sigma", sigma, xd, high=1.0)
+        x0 = self.posterior_mean(1.0 - s, s, xd)
+        safe = torch.where(s > 0.0, s, torch.ones_like(s))[:, None]
+        v = torch.where(s[:, None] > 0.0, (xd - x0) / safe, -xd)
+        return v.to(x.dtype)

@@ -1,4 +1,6 @@
-"""Training sigma samplers: one noise level per sample, as a (B,) float32 tensor.
+"""Training σ samplers: one noise level per sample, as a (B,) float32 tensor.
+
+(Named for what they return: noise levels σ, not the integer timesteps of a VP path.)
 
 Flow samplers (:func:`uniform`, :func:`logit_normal`, :func:`mode`) return noise fractions
 ``sigma`` in [0, 1) of ``x = (1-sigma) x0 + sigma eps``; :func:`lognormal` returns EDM noise
@@ -23,7 +25,7 @@ import math
 
 import torch
 
-from vidnoise._checks import check_float, check_int
+from vidnoise._checks import check_bool, check_float, check_int
 from vidnoise.noise import GeneratorLike, rand
 from vidnoise.schedules import _shift64
 
@@ -36,8 +38,7 @@ _BELOW_ONE = 1.0 - 2.0**-24  # largest float32 below 1
 
 def _uniforms(batch_size, generator, device, stratified) -> torch.Tensor:
     b = check_int("batch_size", batch_size, minimum=0)
-    if not isinstance(stratified, bool):
-        raise TypeError(f"stratified must be a bool, got {stratified!r}")
+    check_bool("stratified", stratified)
     u = rand((b,), generator=generator, device=device, dtype=torch.float64)
     if stratified and b > 0:
         u = (torch.arange(b, dtype=u.dtype, device=u.device) + u) / b

@@ -1,4 +1,4 @@
-"""Tests for vidnoise.timesteps: distributions (scipy), strata, generators, checks.
+"""Tests for vidnoise.sigma_samplers: distributions (scipy), strata, generators, checks.
 
 Statistical tolerances come from the sample size: a fraction of n draws below a true
 q-quantile is Binomial(n, q)/n with std sqrt(q(1-q)/n); we allow 5 of those (a false failure
@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy import stats
 
-from vidnoise import timesteps as T
+from vidnoise import sigma_samplers as T
 from vidnoise.schedules import shift as shift_fn
 
 N = 20_000
@@ -69,7 +69,7 @@ def test_bad_input(fn):
         fn(-1)
     with pytest.raises(TypeError, match="batch_size must be an integer"):
         fn(2.0)
-    with pytest.raises(TypeError, match="stratified must be a bool"):
+    with pytest.raises(TypeError, match="stratified must be True or False"):
         fn(2, stratified=1)
     with pytest.raises(ValueError, match=r"shift must be in \(0.0, inf\], got 0.0"):
         fn(2, shift=0.0)
