@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import vidnoise as vn
-from vidnoise.noise import block_basis, block_noise, noise_pyramid, randn, resample_noise
+from vidnoise.noise import _block_basis, block_noise, noise_pyramid, randn, resample_noise
 
 Z = 5.5
 
@@ -137,7 +137,7 @@ def test_block_noise_singular_end_sums_to_zero(block):
 def test_block_basis_reproduces_covariance_exactly():
     for m in (2, 3, 4, 8, 9):
         for gamma in (0.0, 0.05, 1 / (m - 1)):
-            mix, singular = block_basis(m, gamma)
+            mix, singular = _block_basis(m, gamma)
             target = (1 + gamma) * torch.eye(m, dtype=torch.float64) - gamma
             assert torch.allclose(mix @ mix.T, target, atol=1e-12)
             assert singular == (gamma == 1 / (m - 1))
