@@ -627,7 +627,12 @@ def _inverse_std(steps, mode, dims, antialias, device, dtype):
 
 
 def noise_pyramid(
-    noise: torch.Tensor, levels: int, *, mode: str = "bilinear", dims: int = 2
+    noise: torch.Tensor,
+    levels: int,
+    *,
+    mode: str = "bilinear",
+    dims: int = 2,
+    antialias: bool = False,
 ) -> list[torch.Tensor]:
     """Noise pyramid, coarsest level first, finest (``noise`` itself) last; every level has
     exactly unit variance per position, for every mode, size and depth (docs/math.md §2).
@@ -642,6 +647,7 @@ def noise_pyramid(
     Pyramid-Flow's ``interpolate(n_k, (h/2, w/2)) * 2`` level by level (each coarse value is
     twice the mean of its 2x2 parents); the composition restarts at each such white level.
     Half-precision noise is worked in float32 (``_checks.work_dtype``) and cast back.
+    ``mode``, ``dims`` and ``antialias`` are as in :func:`resample_noise`.
 
     Raises ``ValueError`` naming ``levels`` when a halving would reach size zero, and naming
     ``noise`` when it has a zero-size resampled axis.
@@ -650,6 +656,12 @@ def noise_pyramid(
     check_tensor("noise", noise, ndims=(4, 5) if dims == 2 else (5,))
     levels = check_int("levels", levels, minimum=1)
     tmode = _torch_mode(mode, dims)
+    check_bool("antialias", antialias)
+    if antialias and tmode not in ("bilinear", "bicubic"):
+        raise ValueError(
+            f"antialias=True is only defined for mode 'bilinear' or 'bicubic' with dims=2, "
+            f"got mode={mode!r}, dims={dims}"
+        )
     sizes = tuple(noise.shape[-dims:])
     if min(sizes) < 1:
         raise ValueError(
@@ -672,7 +684,7 @@ def noise_pyramid(
     for _ in range(levels - 1):
         cur = tuple(raw.shape[-dims:])
         target = tuple(s // 2 for s in cur)
-        if white and _exact_half(tmode, False, cur, target):
+        if white and _exact_half(tmode, antialias, cur, target):
             # disjoint 2x2 (2x2x2) means of white noise: white again, factor exactly 2 (2√2)
             if x.numel() == 0:
                 raw = raw.new_zeros((*raw.shape[:2], *target))
@@ -687,7 +699,7 @@ def noise_pyramid(
         if x.numel() == 0:
             raw = raw.new_zeros((*raw.shape[:2], *target))
         else:
-            raw = _resample_raw(raw, tmode, cur, target, None, dims, False)
-        inv = _inverse_std(steps, tmode, dims, False, raw.device, raw.dtype)
+            raw = _resample_raw(raw, tmode, cur, target, None, dims, antialias)
+        inv = _inverse_std(steps, tmode, dims, antialias, raw.device, raw.dtype)
         out.append(restore(raw * inv))
     return out[::-1]
