@@ -601,3 +601,14 @@ def test_scale_factor_numpy_and_tensor_accepted(sf):
 def test_errors_name_the_argument(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_bicubic_2x_leaves_neighbour_correlation():
+    """docs/math.md §2: interior taps (-3, 19, 19, -3)/32 overlap their neighbour's in two
+    places: correlation -114/740 along each axis, so a bicubic level is no longer white."""
+    from vidnoise.noise import _axis_weights
+
+    w = _axis_weights(64, 32, None, "bicubic", 2, 0, False).to_dense()
+    cov = w @ w.T
+    rho = cov.diagonal(1) / cov.diagonal()[:-1]
+    assert torch.allclose(rho[3:-3], torch.full_like(rho[3:-3], -114 / 740), atol=1e-12)
