@@ -108,7 +108,7 @@ def test_block_noise_covariance(block, frac):
     m = math.prod(block)
     gamma = frac / (m - 1)
     if block == (2, 2) and frac == 0.6:
-        gamma = 0.2  # the issue's gamma values {0, 0.2, 1/3}
+        gamma = 0.2  # the values {0, 0.2, 1/3} used for the pyramid's renoising
     shape = (64, 4, 4, 8, 8) if len(block) == 3 else (64, 4, 16, 16)
     x = block_noise(shape, gamma=gamma, block=block, generator=gen(1), dtype=torch.float64)
     v = block_vectors(x, block)
@@ -146,7 +146,7 @@ def test_block_basis_reproduces_covariance_exactly():
 
 
 def test_block_noise_closed_form_matches_mean_and_combine():
-    """Statistically equivalent to the math note's n = sqrt(1+γ)(z-b) + sqrt(1-(m-1)γ)b."""
+    """Statistically equivalent to docs/math.md §3's n = sqrt(1+γ)(z-b) + sqrt(1-(m-1)γ)b."""
     gamma, block = 0.2, (2, 2)
     z = torch.randn(20000, 1, 2, 2, generator=gen(5), dtype=torch.float64)
     b = z.mean(dim=(-1, -2), keepdim=True)
@@ -284,12 +284,12 @@ def test_resample_noise_unit_variance_by_position(mode, antialias, size):
 
 
 def test_constant_two_is_wrong_outside_exact_2x_linear():
-    """The math note's measured failures of Pyramid-Flow's x2 (exact, from the weights)."""
+    """docs/math.md §2: the failures of Pyramid-Flow's x2 (exact, from the weights)."""
     v = vn.resample_variance((64, 64), (32, 32), mode="nearest") * 4
     assert torch.allclose(v, torch.full_like(v, 4.0))
     # bicubic (A = -0.75) at a 2x reduction samples at t = 1/2: taps (-3, 19, 19, -3)/32,
     # so the interior variance after x2 is 4 * (2 * (9 + 361) / 1024)^2 = 2.0889; borders
-    # differ, and the mean over a whole 4x4 output of an 8x8 input is the math note's measured 1.78.
+    # differ, and the mean over a whole 4x4 output of an 8x8 input is the measured 1.78.
     v = vn.resample_variance((64, 64), (32, 32), mode="bicubic") * 4
     interior = 4 * (2 * (9 + 361) / 1024) ** 2
     assert torch.allclose(v[2:-2, 2:-2], torch.full_like(v[2:-2, 2:-2], interior))
