@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vidnoise as vn
@@ -421,8 +421,6 @@ def exact_level_variances(shape, levels, **kw):
     level; the variance is the sum of their squares (no sampling, no weight machinery)."""
     n = math.prod(shape)
     eye = torch.eye(n, dtype=torch.float64).reshape(n, 1, *shape)
-    if len(shape) == 3:
-        eye = eye.reshape(n, 1, *shape)
     return [p.square().sum(0)[0] for p in noise_pyramid(eye, levels, **kw)]
 
 
@@ -612,3 +610,15 @@ def test_bicubic_2x_leaves_neighbour_correlation():
     cov = w @ w.T
     rho = cov.diagonal(1) / cov.diagonal()[:-1]
     assert torch.allclose(rho[3:-3], torch.full_like(rho[3:-3], -114 / 740), atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    h=st.integers(1, 24), w=st.integers(1, 24), depth=st.integers(1, 5),
+    mode_aa=st.sampled_from(PYRAMID_MODES_2D),
+)
+def test_noise_pyramid_property_exact_unit_variance(h, w, depth, mode_aa):
+    mode, antialias = mode_aa
+    levels = min(depth, int(math.log2(min(h, w))) + 1)
+    for var in exact_level_variances((h, w), levels, mode=mode, antialias=antialias):
+        assert torch.allclose(var, torch.ones_like(var), rtol=0, atol=1e-10)
