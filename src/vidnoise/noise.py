@@ -437,7 +437,8 @@ def _check_scale_factor(scale_factor, dims: int) -> tuple[float, ...]:
     return out
 
 
-def _resample_args(noise, size, scale_factor, mode, dims, antialias):
+def _check_noise_mode(noise, mode, dims, antialias) -> str:
+    """Check the noise tensor, ``dims``, ``mode`` and ``antialias``; return torch's mode."""
     check_choice("dims", dims, (2, 3))
     check_tensor("noise", noise, ndims=(4, 5) if dims == 2 else (5,))
     tmode = _torch_mode(mode, dims)
@@ -447,6 +448,11 @@ def _resample_args(noise, size, scale_factor, mode, dims, antialias):
             f"antialias=True is only defined for mode 'bilinear' or 'bicubic' with dims=2, "
             f"got mode={mode!r}, dims={dims}"
         )
+    return tmode
+
+
+def _resample_args(noise, size, scale_factor, mode, dims, antialias):
+    tmode = _check_noise_mode(noise, mode, dims, antialias)
     in_sizes = tuple(noise.shape[-dims:])
     if (size is None) == (scale_factor is None):
         raise ValueError("give exactly one of size and scale_factor")
@@ -652,16 +658,8 @@ def noise_pyramid(
     Raises ``ValueError`` naming ``levels`` when a halving would reach size zero, and naming
     ``noise`` when it has a zero-size resampled axis.
     """
-    check_choice("dims", dims, (2, 3))
-    check_tensor("noise", noise, ndims=(4, 5) if dims == 2 else (5,))
+    tmode = _check_noise_mode(noise, mode, dims, antialias)
     levels = check_int("levels", levels, minimum=1)
-    tmode = _torch_mode(mode, dims)
-    check_bool("antialias", antialias)
-    if antialias and tmode not in ("bilinear", "bicubic"):
-        raise ValueError(
-            f"antialias=True is only defined for mode 'bilinear' or 'bicubic' with dims=2, "
-            f"got mode={mode!r}, dims={dims}"
-        )
     sizes = tuple(noise.shape[-dims:])
     if min(sizes) < 1:
         raise ValueError(
