@@ -9,8 +9,10 @@ Prints one table per shape, every row timed in the same run (median of round-rob
 3. naive closed form: ``z = randn``, block mean ``b``, ``sqrt(1+γ)(z-b) + sqrt(1-3γ)b``;
 4. ``torch.randn`` of the same number of elements (the floor);
 5. ``vidnoise.block_noise``;
-6. ``vidnoise.noise_pyramid`` (3 levels, on given noise) and ``randn + noise_pyramid``,
-   against ``torch.randn`` of the finest level.
+6. ``vidnoise.noise_pyramid`` (3 levels, on given noise; bilinear, whose exact 2x levels are
+   one ``avg_pool2d`` each, and bicubic, normalised by the composed operator's row norms,
+   docs/math.md §2) and ``randn + noise_pyramid``, against ``torch.randn`` of the finest
+   level.
 
 Usage: ``python benchmarks/bench_noise.py [--quick] [--device cuda] [--compile]``.
 """
@@ -117,6 +119,7 @@ def run(
             "mvn": lambda s=shape, n=n_blocks: rearrange_blocks(dist.sample((n,)), s),
             "naive": lambda s=shape: naive_closed_form(s, gamma, device),
             "pyramid": lambda x=noise: vn.noise_pyramid(x, 3),
+            "pyramid_bicubic": lambda x=noise: vn.noise_pyramid(x, 3, mode="bicubic"),
             "randn_pyramid": lambda s=shape: vn.noise_pyramid(
                 torch.randn(s, device=device), 3
             ),
@@ -141,6 +144,7 @@ def run(
             ("randn", "torch.randn (floor)"),
             ("block", "vidnoise.block_noise"),
             ("pyramid", "vidnoise.noise_pyramid, 3 levels"),
+            ("pyramid_bicubic", "vidnoise.noise_pyramid, 3 levels, bicubic"),
             ("randn_pyramid", "torch.randn + noise_pyramid, 3 levels"),
         ):
             t = r[key]

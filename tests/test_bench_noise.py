@@ -21,6 +21,7 @@ def test_bench_noise_quick(bench, capsys):
     rows = bench.main(["--quick"])
     out = capsys.readouterr().out
     assert "vidnoise.block_noise" in out and "torch.randn (floor)" in out
+    assert "noise_pyramid, 3 levels, bicubic" in out and rows[0]["pyramid_bicubic"] > 0
     row = rows[0]
     assert row["loop"] > 10 * row["block"]
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vidnoise as vn
-from vidnoise.noise import block_basis, block_noise, noise_pyramid, randn, resample_noise
+from vidnoise.noise import _block_basis, block_noise, noise_pyramid, randn, resample_noise
 
 Z = 5.5
 
@@ -107,7 +108,7 @@ def test_block_noise_covariance(block, frac):
     m = math.prod(block)
     gamma = frac / (m - 1)
     if block == (2, 2) and frac == 0.6:
-        gamma = 0.2  # the issue's gamma values {0, 0.2, 1/3}
+        gamma = 0.2  # the values {0, 0.2, 1/3} used for the pyramid's renoising
     shape = (64, 4, 4, 8, 8) if len(block) == 3 else (64, 4, 16, 16)
     x = block_noise(shape, gamma=gamma, block=block, generator=gen(1), dtype=torch.float64)
     v = block_vectors(x, block)
@@ -137,7 +138,7 @@ def test_block_noise_singular_end_sums_to_zero(block):
 def test_block_basis_reproduces_covariance_exactly():
     for m in (2, 3, 4, 8, 9):
         for gamma in (0.0, 0.05, 1 / (m - 1)):
-            mix, singular = block_basis(m, gamma)
+            mix, singular = _block_basis(m, gamma)
             target = (1 + gamma) * torch.eye(m, dtype=torch.float64) - gamma
             assert torch.allclose(mix @ mix.T, target, atol=1e-12)
             assert singular == (gamma == 1 / (m - 1))
@@ -145,7 +146,7 @@ def test_block_basis_reproduces_covariance_exactly():
 
 
 def test_block_noise_closed_form_matches_mean_and_combine():
-    """Statistically equivalent to the math note's n = sqrt(1+γ)(z-b) + sqrt(1-(m-1)γ)b."""
+    """Statistically equivalent to docs/math.md §3's n = sqrt(1+γ)(z-b) + sqrt(1-(m-1)γ)b."""
     gamma, block = 0.2, (2, 2)
     z = torch.randn(20000, 1, 2, 2, generator=gen(5), dtype=torch.float64)
     b = z.mean(dim=(-1, -2), keepdim=True)
@@ -283,12 +284,12 @@ def test_resample_noise_unit_variance_by_position(mode, antialias, size):
 
 
 def test_constant_two_is_wrong_outside_exact_2x_linear():
-    """The math note's measured failures of Pyramid-Flow's x2 (exact, from the weights)."""
+    """docs/math.md §2: the failures of Pyramid-Flow's x2 (exact, from the weights)."""
     v = vn.resample_variance((64, 64), (32, 32), mode="nearest") * 4
     assert torch.allclose(v, torch.full_like(v, 4.0))
     # bicubic (A = -0.75) at a 2x reduction samples at t = 1/2: taps (-3, 19, 19, -3)/32,
     # so the interior variance after x2 is 4 * (2 * (9 + 361) / 1024)^2 = 2.0889; borders
-    # differ, and the mean over a whole 4x4 output of an 8x8 input is the math note's measured 1.78.
+    # differ, and the mean over a whole 4x4 output of an 8x8 input is the measured 1.78.
     v = vn.resample_variance((64, 64), (32, 32), mode="bicubic") * 4
     interior = 4 * (2 * (9 + 361) / 1024) ** 2
     assert torch.allclose(v[2:-2, 2:-2], torch.full_like(v[2:-2, 2:-2], interior))
@@ -405,3 +406,219 @@ def test_noise_pyramid_5d_dims3_and_odd_sizes():
 def test_noise_pyramid_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         noise_pyramid(**kwargs)
+
+
+# ----------------------------------------------------------------------------- exactness
+PYRAMID_MODES_2D = [
+    ("nearest", False), ("nearest-exact", False), ("bilinear", False), ("bicubic", False),
+    ("area", False), ("bilinear", True), ("bicubic", True),
+]
+
+
+def exact_level_variances(shape, levels, **kw):
+    """Var of every position of every level, exactly: the pyramid is linear in the noise, so
+    feeding the N = H·W unit impulses as a batch gives each output's weights over the finest
+    level; the variance is the sum of their squares (no sampling, no weight machinery)."""
+    n = math.prod(shape)
+    eye = torch.eye(n, dtype=torch.float64).reshape(n, 1, *shape)
+    return [p.square().sum(0)[0] for p in noise_pyramid(eye, levels, **kw)]
+
+
+@pytest.mark.parametrize("mode, antialias", PYRAMID_MODES_2D)
+@pytest.mark.parametrize("shape, levels", [((32, 32), 5), ((13, 11), 4), ((45, 81), 4),
+                                           ((19, 40), 4)])
+def test_noise_pyramid_exact_unit_variance_every_level(mode, antialias, shape, levels):
+    for var in exact_level_variances(shape, levels, mode=mode, antialias=antialias):
+        assert torch.allclose(var, torch.ones_like(var), rtol=0, atol=1e-10), (
+            var.min(), var.max())
+
+
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact", "trilinear", "area"])
+def test_noise_pyramid_dims3_exact_unit_variance(mode):
+    for var in exact_level_variances((9, 10, 12), 3, mode=mode, dims=3):
+        assert torch.allclose(var, torch.ones_like(var), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("mode, antialias", PYRAMID_MODES_2D)
+def test_noise_pyramid_statistical_unit_variance(mode, antialias):
+    # per-position sample variance of n normals: se sqrt(2/n); Z = 5.5 over all positions
+    n = 4000
+    x = randn((n, 1, 45, 27), generator=gen(11))
+    for level in noise_pyramid(x, 4, mode=mode, antialias=antialias):
+        var = level.double().square().mean(0)[0]
+        assert float((var - 1).abs().max()) <= Z * math.sqrt(2 / n), (mode, level.shape)
+
+
+def test_noise_pyramid_issue_shapes_fixed():
+    """bicubic (16,64,64) and area (16,45,81), 4 levels: every level's overall variance is 1
+    within the sampling error of the coarsest level (se sqrt(2/n) inflated x3 for the
+    correlation between positions)."""
+    for shape, mode in (((64, 16, 64, 64), "bicubic"), ((64, 16, 45, 81), "area")):
+        pyr = noise_pyramid(randn(shape, generator=gen(0)), 4, mode=mode)
+        for level in pyr:
+            n = level.numel()
+            assert abs(float(level.double().var()) - 1) < 3 * Z * math.sqrt(2 / n), mode
+
+
+def test_noise_pyramid_bicubic_is_normalised_interpolate_chain():
+    """Nesting: each level is a per-position rescaling of interpolate() applied to the raw
+    chain from the finest level."""
+    x = randn((3, 2, 21, 17), generator=gen(1), dtype=torch.float64)
+    pyr = noise_pyramid(x, 3, mode="bicubic")
+    u = x
+    for level in pyr[-2::-1]:
+        u = F.interpolate(u, level.shape[-2:], mode="bicubic", align_corners=False)
+        ratio = level / u
+        assert torch.allclose(ratio, ratio[:1, :1].expand_as(ratio), rtol=1e-9)
+
+
+def test_noise_pyramid_half_and_empty():
+    x = randn((2, 3, 4, 15, 13), generator=gen(2), dtype=torch.float64)
+    ref = noise_pyramid(x, 3, mode="bicubic")
+    half = noise_pyramid(x.half(), 3, mode="bicubic")
+    for a, b in zip(ref, half):
+        assert b.dtype == torch.float16 and torch.allclose(b.double(), a, atol=2e-2)
+    empty = noise_pyramid(torch.empty(0, 2, 15, 13), 3, mode="bicubic")
+    assert [tuple(p.shape) for p in empty] == [(0, 2, 3, 3), (0, 2, 7, 6), (0, 2, 15, 13)]
+
+
+def dense_axis_weights(n_in, n_out, mode, antialias, scale=None):
+    """W (n_out x n_in) of one axis by resampling the full identity (the brute force)."""
+    eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, 1, n_in, 1).expand(
+        n_in, 1, n_in, 3).contiguous()
+    kw = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    if antialias:
+        kw["antialias"] = True
+    if scale is None:
+        y = F.interpolate(eye, (n_out, 3), mode=mode, **kw)
+    else:
+        y = F.interpolate(eye, scale_factor=(scale, 1.0), mode=mode, **kw)
+    return y[:, 0, :, 0].T
+
+
+@given(
+    n_in=st.integers(1, 70), n_out=st.integers(1, 70),
+    mode_aa=st.sampled_from(PYRAMID_MODES_2D), use_scale=st.booleans(),
+)
+def test_axis_weights_match_identity_brute_force(n_in, n_out, mode_aa, use_scale):
+    from vidnoise.noise import _axis_weights
+
+    mode, antialias = mode_aa
+    scale = None
+    if use_scale:
+        scale = n_out / n_in * 1.013  # not the size ratio: torch places samples by it
+        n_out = math.floor(n_in * scale)
+        if n_out < 1:
+            return
+    ref = dense_axis_weights(n_in, n_out, mode, antialias, scale)
+    ours = _axis_weights(n_in, n_out, scale, mode, 2, 0, antialias).to_dense()
+    assert torch.allclose(ours, ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("n_in, size", [((16, 1), (5, 1)), ((11, 7), (4, 1)), ((7, 5), (1, 1)),
+                                        ((1, 9), (1, 4))])
+def test_resample_antialias_output_width_one_exact(mode, n_in, size):
+    """torch's antialiased kernels apply a wrong map along H at output width 1: exact per
+    position variance from impulses, and the map is the separable brute-force one."""
+    n = math.prod(n_in)
+    eye = torch.eye(n, dtype=torch.float64).reshape(n, 1, *n_in)
+    y = resample_noise(eye, size, mode=mode, antialias=True)
+    var = y.square().sum(0)[0]
+    assert torch.allclose(var, torch.ones_like(var), atol=1e-10)
+    wh = dense_axis_weights(n_in[0], size[0], mode, True)
+    ww = dense_axis_weights(n_in[1], size[1], mode, True) if n_in[1] > 1 else torch.ones(1, 1,
+                                                                          dtype=torch.float64)
+    raw = torch.einsum("bchw,oh,pw->bcop", eye, wh, ww)
+    assert torch.allclose(y, raw * raw.square().sum(0).rsqrt(), atol=1e-12)
+
+
+def test_resampling_weights_need_no_quadratic_memory():
+    """The 1-D weights of a 4096 -> 2048 axis: the largest single allocation stays small
+    (an n x n identity would be 4096² doubles, 134 MB, per copy)."""
+    from vidnoise import noise
+
+    noise._axis_weights.cache_clear()
+    noise._inverse_std.cache_clear()
+    x = torch.zeros(1, 1, 2, 4096)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                profile_memory=True) as prof:
+        resample_noise(x, (1, 2048), mode="bicubic")
+    largest = max(e.cpu_memory_usage for e in prof.key_averages())
+    assert largest < 16e6, largest
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_rand_half_precision_stays_below_one(dtype):
+    # the float32 draw rounds to 1.0 with probability ~2.4e-4 (fp16) / 2e-3 (bf16): 10^6 draws
+    # see hundreds of them before the fix
+    u = vn.rand((10**6,), generator=gen(0), dtype=dtype)
+    assert float(u.max()) < 1.0 and float(u.min()) >= 0.0
+    ref = torch.rand((10**6,), generator=gen(0)).to(dtype)
+    below = ref < 1
+    assert torch.equal(u[below], ref[below])
+
+
+@pytest.mark.parametrize(
+    "m, gamma, match",
+    [(4, 0.5, "gamma"), (4, -1.0, "gamma"), (4, float("nan"), "gamma"), (0, 0.1, "m"),
+     (2, 1.5, "gamma")],
+)
+def test_block_basis_rejects_invalid(m, gamma, match):
+    with pytest.raises(ValueError, match=match):
+        _block_basis(m, gamma)
+
+
+@pytest.mark.parametrize("sf", [np.float32(0.5), np.float64(0.5), torch.tensor(0.5),
+                                torch.tensor([0.5, 0.5]), (np.float32(0.5), 0.5)])
+def test_scale_factor_numpy_and_tensor_accepted(sf):
+    x = randn((2, 1, 9, 8), generator=gen(3))
+    assert torch.equal(resample_noise(x, scale_factor=sf, mode="bicubic"),
+                       resample_noise(x, scale_factor=0.5, mode="bicubic"))
+
+
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda: vn.resample_variance((8, -1), (4, 4)), ValueError, "in_sizes"),
+        (lambda: vn.resample_variance((8, 8), (0, 4)), ValueError, "out_sizes"),
+        (lambda: vn.resample_variance((8.5, 8), (4, 4)), TypeError, "in_sizes"),
+        (lambda: vn.resample_variance((8, 8), (4, 4.0)), TypeError, "out_sizes"),
+        (lambda: vn.resample_variance((8, 8, 8), (4, 4)), ValueError, "in_sizes"),
+        (lambda: resample_noise(torch.zeros(1, 1, 8, 8), scale_factor=torch.ones(2, 2)),
+         ValueError, "scale_factor"),
+        (lambda: resample_noise(torch.zeros(1, 1, 8, 8), scale_factor="0.5"), TypeError,
+         "scale_factor"),
+        (lambda: resample_noise(torch.zeros(1, 1, 8, 8), scale_factor=float("nan")),
+         ValueError, "scale_factor"),
+        (lambda: noise_pyramid(torch.zeros(1, 1, 0, 4), 2), ValueError, "zero-size"),
+        (lambda: noise_pyramid(torch.zeros(1, 1, 8, 8), 2, mode="area", antialias=True),
+         ValueError, "antialias"),
+    ],
+)
+def test_errors_name_the_argument(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_bicubic_2x_leaves_neighbour_correlation():
+    """docs/math.md §2: interior taps (-3, 19, 19, -3)/32 overlap their neighbour's in two
+    places: correlation -114/740 along each axis, so a bicubic level is no longer white."""
+    from vidnoise.noise import _axis_weights
+
+    w = _axis_weights(64, 32, None, "bicubic", 2, 0, False).to_dense()
+    cov = w @ w.T
+    rho = cov.diagonal(1) / cov.diagonal()[:-1]
+    assert torch.allclose(rho[3:-3], torch.full_like(rho[3:-3], -114 / 740), atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    h=st.integers(1, 24), w=st.integers(1, 24), depth=st.integers(1, 5),
+    mode_aa=st.sampled_from(PYRAMID_MODES_2D),
+)
+def test_noise_pyramid_property_exact_unit_variance(h, w, depth, mode_aa):
+    mode, antialias = mode_aa
+    levels = min(depth, int(math.log2(min(h, w))) + 1)
+    for var in exact_level_variances((h, w), levels, mode=mode, antialias=antialias):
+        assert torch.allclose(var, torch.ones_like(var), rtol=0, atol=1e-10)
