@@ -112,7 +112,7 @@ def _diamond_reference(den, noise, grid, order, s_churn, s_tmin, s_tmax, s_noise
 
 
 @pytest.mark.parametrize("order", [1, 2])
-def test_diamond_compat_reproduces_diamond_loop(order):
+def test_diamond_variant_reproduces_diamond_loop(order):
     grid = karras(6, 2e-3, 5.0)
     noise = torch.randn(2, 5, generator=_gen(3), dtype=torch.float64)
     kw = dict(s_churn=1.5, s_tmin=0.05, s_tmax=3.0, s_noise=1.003)
@@ -401,19 +401,29 @@ def test_noise_scaled_by_sigma_max_is_refused_with_the_fix():
 
 @pytest.mark.parametrize("n", [1, 4, 64, 10_000])
 def test_unit_noise_check_tolerance_follows_the_size(n):
-    # n·mean(ε²) ~ χ²_n: 6·sqrt(2/n) around 1 is never crossed by these seeded draws, while
-    # noise·σ_max with σ_max = 5 (mean square 25) is caught at every size n >= 1.
-    grid = [5.0, 1.0, 0.0]
-    for seed in range(20):
+    # n·mean(ε²) ~ χ²_n: the Laurent-Massart band (t = 21) holds unit noise except with
+    # probability 2e-9, so 200 seeded draws pass; its edges, computed here, are crossed just
+    # outside and not just inside; noise·σ_max with σ_max = 80 is caught at every n >= 1.
+    grid = [80.0, 1.0, 0.0]
+    for seed in range(200):
         z = torch.randn(n, generator=_gen(seed), dtype=torch.float64)
         sample_edm(gauss_denoiser, z, grid)
+    hi = 1 + 2 * math.sqrt(21 / n) + 42 / n
+    lo = 1 - 2 * math.sqrt(21 / n)
+    for m in (hi * 0.999, max(lo, 0) * 1.001 + (1e-9 if lo <= 0 else 0)):
+        sample_edm(gauss_denoiser, torch.full((n,), math.sqrt(m), dtype=torch.float64), grid)
+    bad = [hi * 1.001] + ([lo * 0.999] if lo > 0 else [])
+    for m in bad:
+        with pytest.raises(ValueError, match="unit-variance"):
+            sample_edm(gauss_denoiser, torch.full((n,), math.sqrt(m), dtype=torch.float64),
+                       grid)
     with pytest.raises(ValueError, match="unit-variance"):
-        sample_edm(gauss_denoiser, torch.full((n,), 5.0), grid)
+        sample_edm(gauss_denoiser, torch.full((n,), 80.0), grid)
     # not checked: B = 0, another device (meta: no value is read), init="unit" and callables
-    sample_edm(gauss_denoiser, torch.ones(0, 3) * 5, grid)
+    sample_edm(gauss_denoiser, torch.ones(0, 3) * 80, grid)
     sample_edm(gauss_denoiser, torch.empty(2, 3, device="meta"), grid)
-    sample_edm(gauss_denoiser, torch.full((n,), 5.0), grid, init="unit")
-    sample_edm(gauss_denoiser, torch.full((n,), 5.0), grid, init=lambda z, s: z)
+    sample_edm(gauss_denoiser, torch.full((n,), 80.0), grid, init="unit")
+    sample_edm(gauss_denoiser, torch.full((n,), 80.0), grid, init=lambda z, s: z)
 
 
 def test_no_graph_by_default_and_grad_opt_in():

@@ -109,13 +109,16 @@ def sample_edm(
 
 def _check_unit_noise(noise, sigma_0: float) -> None:
     """Refuse (CPU only, once, before the loop) noise that is not unit variance with
-    ``init="sigma_max"``: n·mean(noise²) ~ χ²_n has standard deviation √(2n), so a unit
-    Gaussian lands within 6·sqrt(2/n) of 1 except with probability below 1e-8."""
+    ``init="sigma_max"``. For n unit Gaussians n·m ~ χ²_n (m = mean(noise²)), and the
+    Laurent-Massart bounds give P(m >= 1 + 2·sqrt(t/n) + 2t/n) <= e^-t and
+    P(m <= 1 - 2·sqrt(t/n)) <= e^-t; with t = 21 unit noise is refused with probability
+    below 2e-9 at any n."""
     n = noise.numel()
     if noise.device.type != "cpu" or n == 0 or torch.compiler.is_compiling():
         return
     ms = float(noise.detach().to(torch.float64).square().mean())
-    if not abs(ms - 1.0) > 6.0 * math.sqrt(2.0 / n):
+    t = _UNIT_NOISE_T
+    if 1.0 - 2.0 * math.sqrt(t / n) < ms < 1.0 + 2.0 * math.sqrt(t / n) + 2.0 * t / n:
         return
     raise ValueError(
         f"noise must be unit-variance Gaussian noise with init='sigma_max' (it is scaled by "
@@ -123,6 +126,10 @@ def _check_unit_noise(noise, sigma_0: float) -> None:
         f"{n} values. If you scaled it yourself (noise * sigmas[0], the k-diffusion habit), "
         f"pass the unit noise instead, or pass init='unit' to start from the tensor as is"
     )
+
+
+#: Tail parameter of the unit-noise check: a false alarm has probability <= 2·e^-21.
+_UNIT_NOISE_T = 21.0
 
 
 def _loop(denoiser, noise, s, wdt, order, s_churn, s_tmin, s_tmax, s_noise, init, generator,

@@ -101,10 +101,6 @@ def _loop(model, noise, s, wdt, solver, euler_last, callback, progress, grad):
 
     x = noise.to(wdt, copy=True)  # the working state, updated in place (out of place
     # with grad=True: autograd needs every step's x as the model saw it)
-
-    def step(x, d, h):  # x ← x + h·d
-        return x.add(d, alpha=h) if grad else x.add_(d, alpha=h)
-
     for i in progress_range(n, progress, "sample_flow"):
         h = s[i + 1] - s[i]  # h = σ' - σ < 0
         v = v_at(x, sig[i])  # v = v(x, σ)
@@ -112,16 +108,17 @@ def _loop(model, noise, s, wdt, solver, euler_last, callback, progress, grad):
             callback(dict(i=i, x=x.clone(), sigma=s[i], sigma_next=s[i + 1],
                           denoised=x - s[i] * v))
         if solver == "euler":
-            x = step(x, v, h)  # x ← x + (σ' - σ)·v
+            x = x.add(v, alpha=h) if grad else x.add_(v, alpha=h)  # x ← x + (σ' - σ)·v
         elif solver == "heun":
             x_e = x.add(v, alpha=h)  # Euler predictor x̃ = x + h·v
             if euler_last and s[i + 1] == 0.0:
                 x = x_e  # last_step="euler": no correction into σ' = 0
             else:
                 v2 = v_at(x_e, sig[i + 1])  # v' = v(x̃, σ')
-                x = step(x, v + v2, h / 2)  # x ← x + h·(v + v')/2
+                vv = v + v2
+                x = x.add(vv, alpha=h / 2) if grad else x.add_(vv, alpha=h / 2)  # x + h·(v+v')/2
         else:
             x_m = x.add(v, alpha=h / 2)  # x_m = x + (h/2)·v at σ_m = σ + h/2
             v_m = v_at(x_m, mid[i])  # v_m = v(x_m, σ_m)
-            x = step(x, v_m, h)  # x ← x + h·v_m
+            x = x.add(v_m, alpha=h) if grad else x.add_(v_m, alpha=h)  # x ← x + h·v_m
     return x.to(dtype) if cast else x
