@@ -6,9 +6,12 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from _sampler_helpers import karras, linear
 from vidnoise.samplers import cfg, dynamic_cfg, sample_edm, sample_flow
+from vidnoise.samplers.guidance import scale_plan
 
 
 def cond(x, s):
@@ -179,3 +182,33 @@ def test_bad_input():
         cfg(cond, None, 2.0, batch_order="negative_first")
     with pytest.raises(ValueError, match="x must have a floating dtype"):
         cfg(cond, uncond, 2.0)(torch.ones(2, 3, dtype=torch.bool), torch.ones(2))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(st.integers(1, 5), min_size=1, max_size=4),
+    form=st.sampled_from(["float", "per_stage", "per_step", "callable", "scales"]),
+    w=st.floats(-3, 8, allow_nan=False),
+)
+def test_scale_plan_forms_agree(steps, form, w):
+    # every accepted form of the same per-step scales w_{k,i} = w + k + i/10 gives one plan
+    want = [[w + k + i / 10 for i in range(n)] for k, n in enumerate(steps)]
+    if form == "float":
+        want = [[w] * n for n in steps]
+        scale = w
+    elif form == "per_stage":
+        want = [[w + k] * n for k, n in enumerate(steps)]
+        scale = [w + k for k in range(len(steps))] if len(steps) > 1 else w
+    elif form == "per_step":
+        scale = want if len(steps) > 1 else want[0]
+    elif form == "callable":
+        def scale(k, i, n):
+            return w + k + i / 10
+    else:
+        class Scales:  # .scales(n) sees only n, not the stage
+            def scales(self, n):
+                return [w + i / 10 for i in range(n)]
+
+        scale = Scales()
+        want = [[w + i / 10 for i in range(n)] for n in steps]
+    assert scale_plan("guidance", scale, steps) == want

@@ -440,3 +440,17 @@ def test_guidance_per_stage_per_step_lists_share_the_cfg_parser():
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"guidance\[1\] must have one value per step \(3\)"):
         sample_pyramid(_toy_model(), shape, sch, steps, guidance=[2.0, [1.0], 3.0])
+
+
+def test_non_floating_inputs_are_named():
+    sch = PyramidSchedule()
+    shape = (1, 1, 8, 8)
+    for dt in (torch.bool, torch.complex64, torch.int64):
+        with pytest.raises(ValueError, match="noise must have a floating dtype"):
+            sample_pyramid(_toy_model(), shape, sch, 1, noise=torch.zeros(shape, dtype=dt))
+    with pytest.raises(ValueError, match="dtype must be a floating dtype"):
+        sample_pyramid(_toy_model(), shape, sch, 1, dtype=torch.int32)
+    with pytest.raises(TypeError, match="return_dict=False"):
+        sample_pyramid(lambda x, t, k: (x,), shape, sch, 1)
+    with pytest.raises(ValueError, match="on the input's device"):
+        sample_pyramid(lambda x, t, k: x.to("meta"), shape, sch, 1)
