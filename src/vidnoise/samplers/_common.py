@@ -163,11 +163,6 @@ def model_output(name: str, out, like: torch.Tensor) -> torch.Tensor:
     return out if out.dtype == like.dtype else out.to(like.dtype)
 
 
-def check_output(name: str, out, like: torch.Tensor) -> None:
-    """Check a model output's type, shape and device (host metadata: no sync)."""
-    model_output(name, out, like)
-
-
 def bad_output(name: str, out, like: torch.Tensor):
     if isinstance(out, tuple) or (
         not isinstance(out, torch.Tensor) and hasattr(out, "to_tuple")
