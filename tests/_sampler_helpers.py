@@ -45,3 +45,30 @@ def loglog_slope(ns, errs) -> float:
 
 def mean_error(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float((x - ref).flatten(1).norm(dim=1).mean())
+
+
+def flow_velocity(gm: GaussianMixture):
+    """``gm.velocity`` extended to σ = 0 by its limit ``v(x, 0) = E[ε - x0 | x0 = x] = -x``
+    (ε is independent of x0), so that a Heun step corrected into σ = 0 can use it."""
+
+    def v(x, sigma):
+        zero = sigma == 0
+        safe = torch.where(zero, torch.ones_like(sigma), sigma)
+        return torch.where(zero.reshape(-1, *([1] * (x.dim() - 1))), -x, gm.velocity(x, safe))
+
+    return v
+
+
+def gaussian_flow(mean: float, std: float):
+    """Exact flow velocity for data x0 ~ N(mean, std²) (each coordinate):
+    x_σ ~ N(μ, a) with μ = (1-σ)·mean, a = (1-σ)²std² + σ², and the flow keeps
+    (x - μ)/√a constant, so ``v = dμ/dσ + a'/(2a)·(x - μ)`` (a' = -2(1-σ)std² + 2σ) and the
+    exact endpoint from noise ε at σ = 1 is ``mean + std·ε``."""
+
+    def v(x, sigma):
+        s = sigma.to(torch.float64).reshape(-1, *([1] * (x.dim() - 1)))
+        a = (1 - s) ** 2 * std * std + s * s
+        da = -2 * (1 - s) * std * std + 2 * s
+        return (-mean + da / (2 * a) * (x - (1 - s) * mean)).to(x.dtype)
+
+    return v

@@ -260,3 +260,20 @@ if __name__ == "__main__":
         print(f"| {r['steps']} | {r['denoiser']} | {r['init']} | {r['mean_gain']:.4f} "
               f"({r['mean_err']:+.4f}) | {r['var']:.5f} ({r['var_err']:+.4f}) "
               f"| {r['var200']:.4f} |")
+
+
+def test_no_graph_by_default_and_grad_opt_in():
+    w = torch.tensor(0.5, requires_grad=True)
+    ctx = torch.ones(2, 3, 1, 2, 2)
+
+    def sample_next(c):
+        return w * c[:, -1] + 1.0  # frame_n = w·frame_{n-1} + 1
+
+    out = rollout(sample_next, ctx, 3)
+    assert out.grad_fn is None and not out.requires_grad
+    out = rollout(sample_next, ctx, 3, grad=True)
+    # frames 1.5, 1.75, 1.875; d(frame_3)/dw = f2 + w·(f1 + w·f0) = 1.75 + 0.5·(1.5 + 0.5) = 2.75
+    (g,) = torch.autograd.grad(out[:, -1].mean(), w)
+    assert abs(float(g) - 2.75) < 1e-6
+    with pytest.raises(TypeError, match="grad must be True or False"):
+        rollout(sample_next, ctx, 3, grad="yes")

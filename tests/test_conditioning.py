@@ -536,7 +536,7 @@ def unit_noise_ok(z: torch.Tensor) -> bool:
 def test_previous_frames_fixed_sigma(shape):
     frames = torch.rand(shape, generator=gen(40), dtype=torch.float64) * 2 - 1
     out = augment_previous_frames(frames, sigma=0.1, generator=gen(41))
-    noised, sigma, c_noise_cond = out  # unpacks as a tuple
+    noised, sigma, c_noise_cond = out.noised, out.sigma, out.c_noise_cond
     assert noised.shape == frames.shape and noised.dtype == frames.dtype
     assert torch.equal(sigma, torch.full((4,), 0.1, dtype=torch.float64))
     assert torch.equal(c_noise_cond, torch.full((4,), math.log(0.1) / 4, dtype=torch.float64))
@@ -598,7 +598,8 @@ def test_noise_once_not_in_the_step_loop():
     x = frames
     g = gen(48)
     for _ in range(4):  # the wrong way: inside a 4-step loop
-        x, sigma, _ = augment_previous_frames(x, sigma=0.2, generator=g)
+        step = augment_previous_frames(x, sigma=0.2, generator=g)
+        x, sigma = step.noised, step.sigma
     assert not unit_noise_ok((x - frames) / sigma.view(4, 1, 1, 1))
 
 
@@ -608,7 +609,8 @@ def test_previous_frames_per_sample_generators():
     full = augment_previous_frames(frames, generator=gens(60, 61, 62), **kw)
     again = augment_previous_frames(frames, generator=gens(60, 61, 62), **kw)
     alone = augment_previous_frames(frames[2:], generator=gens(62), **kw)
-    assert all(torch.equal(a, b) for a, b in zip(full, again))
+    assert all(torch.equal(getattr(full, f), getattr(again, f))
+               for f in ("noised", "sigma", "c_noise_cond"))
     assert torch.equal(alone.noised[0], full.noised[2])
     assert torch.equal(alone.sigma[0], full.sigma[2])
 
@@ -636,12 +638,11 @@ def test_previous_frames_bad_input():
 
 
 # ================================================================== history (Pyramid-Flow)
-def test_corrupt_history_is_reexported():
-    from vidnoise import pyramid
+def test_corrupt_history_is_defined_here():
     from vidnoise.conditioning import corrupt_history
 
-    assert corrupt_history is pyramid.corrupt_history
-    assert cond.corrupt_history is pyramid.corrupt_history
+    assert corrupt_history.__module__ == "vidnoise.conditioning"
+    assert "Pyramid-Flow" in corrupt_history.__doc__
 
 
 @pytest.mark.parametrize("max_ratio", [1 / 3, 0.2])
@@ -685,3 +686,56 @@ def test_cuda_generators_and_devices():
     assert out.noised.device.type == "cuda" and out.c_noise_cond.device.type == "cuda"
     with pytest.raises(ValueError, match="generator"):
         ImageConditionAugment().augment(image, num_frames=2, generator=gen(0))
+
+
+# ================================================================== convention traps
+def test_pixel_image_on_a_0_255_scale_is_refused():
+    aug = ImageConditionAugment()
+    img = pixel_image(2)  # in [-1, 1]
+    aug.augment(img, num_frames=3, generator=gen(1))  # fine
+    with pytest.raises(ValueError, match=r"image must be a pixel image in \[-1, 1\].*/ 127\.5 - 1"):
+        aug.augment((img + 1) * 127.5, num_frames=3, generator=gen(1))
+    with pytest.raises(ValueError, match=r"torch\.uint8: convert .* / 127\.5 - 1"):
+        aug.augment(((img + 1) * 127.5).to(torch.uint8), num_frames=3)
+    # an image latent has no such range; a bicubic overshoot to ±1.2 is still a pixel image
+    ImageConditionAugment(space="latent").augment(img * 4, num_frames=3, generator=gen(1))
+    aug.augment(img * 1.2, num_frames=3, generator=gen(1))
+
+
+def test_log_sigma_mean_given_as_sigma_is_named():
+    with pytest.raises(ValueError, match=r"log_sigma_mean=math\.log\(0\.05\) = -2\.996"):
+        ImageConditionAugment(log_sigma_mean=0.05)
+    ImageConditionAugment(log_sigma_mean=math.log(0.05))  # the fix works
+    ImageConditionAugment(log_sigma_mean=0.0)  # median σ = 1 is allowed (unusual, not σ)
+
+
+def test_augment_and_condition_share_their_signature():
+    import inspect
+
+    aug = ImageConditionAugment(dropout=0.0, log_sigma_std=0.0, log_sigma_mean=-30.0)
+    a = inspect.signature(aug.augment).parameters
+    c = inspect.signature(aug.condition).parameters
+    for name in ("image", "num_frames", "encode", "layout"):
+        assert a[name].kind == c[name].kind and a[name].default == c[name].default, name
+    assert list(a)[:4] == list(c)[:4]
+    img = pixel_image(2)
+    # positional num_frames and encode, as condition takes them (σ = e^-30: no visible noise)
+    got = aug.augment(img, 3, toy_encode, generator=gen(2)).latents
+    torch.testing.assert_close(got, aug.condition(img, 3, toy_encode), rtol=1e-6, atol=1e-6)
+
+
+def test_negative_sigma_from_a_sampler_or_tensor_is_named():
+    frames = torch.zeros(3, 2, 4, 4)
+    with pytest.raises(ValueError, match=r"sigma_sampler's σ must be in \(0.0, inf\]"):
+        augment_previous_frames(frames, sigma_sampler=lambda b, **kw: torch.full((b,), -0.1))
+    with pytest.raises(ValueError, match=r"sigma_sampler's σ must be in"):
+        augment_previous_frames(frames, sigma_sampler=lambda b, **kw: torch.zeros(b))
+    with pytest.raises(TypeError, match="sigma_sampler must return real"):
+        augment_previous_frames(frames, sigma_sampler=lambda b, **kw: torch.ones(b, dtype=bool))
+    with pytest.raises(ValueError, match=r"sigma must be in \(0.0, inf\]"):
+        augment_previous_frames(frames, sigma=torch.tensor([0.1, -0.1, 0.1]))
+    with pytest.raises(TypeError, match="sigma must be a real tensor"):
+        augment_previous_frames(frames, sigma=torch.ones(3, dtype=torch.complex64))
+    for bad in (torch.ones(3, dtype=torch.bool), torch.ones(3, 2, 2, dtype=torch.complex64)):
+        with pytest.raises(ValueError, match="frames must have a floating dtype"):
+            augment_previous_frames(bad, sigma=0.1)

@@ -6,9 +6,12 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from _sampler_helpers import karras, linear
 from vidnoise.samplers import cfg, dynamic_cfg, sample_edm, sample_flow
+from vidnoise.samplers.guidance import scale_plan
 
 
 def cond(x, s):
@@ -19,9 +22,9 @@ def uncond(x, s):
     return 0.5 * x
 
 
-def batched(x2, s2):  # one call: first half conditional, second half unconditional
+def batched(x2, s2):  # one call, diffusers' layout: first half unconditional, then conditional
     b = x2.shape[0] // 2
-    return torch.cat([cond(x2[:b], s2[:b]), uncond(x2[b:], s2[b:])])
+    return torch.cat([uncond(x2[:b], s2[:b]), cond(x2[b:], s2[b:])])
 
 
 def test_fixed_scale_combination():
@@ -48,6 +51,50 @@ def test_batched_call_equals_two_calls():
     g2 = cfg(cond, uncond, 3.0)(x, s)
     torch.testing.assert_close(g1, g2, rtol=1e-6, atol=1e-6)
     assert calls == [6]
+
+    def cond_first(x2, s2):
+        b = x2.shape[0] // 2
+        return torch.cat([cond(x2[:b], s2[:b]), uncond(x2[b:], s2[b:])])
+
+    g3 = cfg(cond_first, None, 3.0, batch_order="cond_first")(x, s)
+    torch.testing.assert_close(g3, g2, rtol=1e-6, atol=1e-6)
+
+
+def test_batched_order_is_diffusers_uncond_first():
+    # diffusers' video pipelines build the embedding batch as cat([negative, positive]) and
+    # split the output as `noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)`
+    # (checked in the installed source below). A model that predicts -2 for the negative
+    # prompt and 0 for the positive one, guided at w = 6: u + w(c - u) = -2 + 6·2 = 10. The
+    # opposite order gave c + w(u - c) = -12 without a word.
+    diffusers = pytest.importorskip("diffusers")
+    import inspect
+
+    from diffusers.pipelines.cogvideo import pipeline_cogvideox
+
+    src = inspect.getsource(pipeline_cogvideox)
+    assert "torch.cat([negative_prompt_embeds, prompt_embeds], dim=0)" in src, diffusers
+    assert "noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)" in src
+    embeds = torch.tensor([-2.0, 0.0])  # cat([negative, positive]) as a pipeline makes it
+
+    def transformer(x2, s2):  # the prediction is the prompt's value, per batch half
+        b = x2.shape[0] // 2
+        return torch.zeros_like(x2) + embeds.repeat_interleave(b).view(-1, 1)
+
+    x, s = torch.zeros(3, 4), torch.full((3,), 0.5)
+    assert float(cfg(transformer, None, 6.0)(x, s).mean()) == 10.0
+    assert float(cfg(transformer, None, 6.0, batch_order="uncond_first")(x, s).mean()) == 10.0
+    assert float(cfg(transformer, None, 6.0, batch_order="cond_first")(x, s).mean()) == -12.0
+
+
+def test_float_sigma_is_accepted():
+    x = torch.randn(3, 2, generator=torch.Generator().manual_seed(5))
+    g = cfg(cond, uncond, 2.5)
+    torch.testing.assert_close(g(x, 0.7), g(x, torch.full((3,), 0.7)))
+    torch.testing.assert_close(cfg(batched, None, 2.5)(x, 0.7), g(x, torch.full((3,), 0.7)))
+    with pytest.raises(ValueError, match="sigma must be a finite real number"):
+        g(x, math.nan)
+    with pytest.raises(ValueError, match="sigma must be a finite real number"):
+        g(x, "0.7")
 
 
 def test_per_step_list_matches_a_mochi_style_loop():
@@ -111,19 +158,57 @@ def test_half_precision_output_dtype():
 
 def test_bad_input():
     grid = karras(4, 2e-3, 5.0)
-    with pytest.raises(ValueError, match=r"scale must have one value per step: .* = 4 values"):
+    with pytest.raises(ValueError, match=r"scale must have one value per step \(4\)"):
         cfg(cond, uncond, [1.0, 2.0, 3.0], sigmas=grid)
     with pytest.raises(ValueError, match="sigmas is required"):
         cfg(cond, uncond, [1.0, 2.0, 3.0, 4.0])
     with pytest.raises(ValueError, match="sigmas must be strictly decreasing"):
         cfg(cond, uncond, [1.0, 2.0], sigmas=[1.0, 1.0, 0.0])
-    with pytest.raises(TypeError, match="scale must be a float"):
+    with pytest.raises(TypeError, match="scale must be None, a float"):
         cfg(cond, uncond, "7")
-    with pytest.raises(ValueError, match="scale must be a number in"):
+    with pytest.raises(ValueError, match="scale must be a finite real number"):
         cfg(cond, uncond, math.nan)
-    with pytest.raises(ValueError, match=r"scale\[1\] must be in"):
+    with pytest.raises(ValueError, match=r"scale\[1\] must be a finite real number"):
         cfg(cond, uncond, [1.0, math.inf, 1.0, 1.0], sigmas=grid)
     with pytest.raises(ValueError, match="exponent must be in"):
         dynamic_cfg(5.0, exponent=0.0)
     with pytest.raises(ValueError, match="twice the input's batch"):
         cfg(lambda x, s: x[:3], None, 2.0)(torch.ones(2, 3), torch.ones(2))
+    with pytest.raises(TypeError, match="return_dict=False"):
+        cfg(lambda x, s: (x,), None, 2.0)(torch.ones(2, 3), torch.ones(2))
+    with pytest.raises(TypeError, match="return_dict=False"):
+        cfg(lambda x, s: (x,), uncond, 2.0)(torch.ones(2, 3), torch.ones(2))
+    with pytest.raises(ValueError, match="batch_order must be one of"):
+        cfg(cond, None, 2.0, batch_order="negative_first")
+    with pytest.raises(ValueError, match="x must have a floating dtype"):
+        cfg(cond, uncond, 2.0)(torch.ones(2, 3, dtype=torch.bool), torch.ones(2))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(st.integers(1, 5), min_size=1, max_size=4),
+    form=st.sampled_from(["float", "per_stage", "per_step", "callable", "scales"]),
+    w=st.floats(-3, 8, allow_nan=False),
+)
+def test_scale_plan_forms_agree(steps, form, w):
+    # every accepted form of the same per-step scales w_{k,i} = w + k + i/10 gives one plan
+    want = [[w + k + i / 10 for i in range(n)] for k, n in enumerate(steps)]
+    if form == "float":
+        want = [[w] * n for n in steps]
+        scale = w
+    elif form == "per_stage":
+        want = [[w + k] * n for k, n in enumerate(steps)]
+        scale = [w + k for k in range(len(steps))] if len(steps) > 1 else w
+    elif form == "per_step":
+        scale = want if len(steps) > 1 else want[0]
+    elif form == "callable":
+        def scale(k, i, n):
+            return w + k + i / 10
+    else:
+        class Scales:  # .scales(n) sees only n, not the stage
+            def scales(self, n):
+                return [w + i / 10 for i in range(n)]
+
+        scale = Scales()
+        want = [[w + i / 10 for i in range(n)] for n in steps]
+    assert scale_plan("guidance", scale, steps) == want

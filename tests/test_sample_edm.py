@@ -112,12 +112,12 @@ def _diamond_reference(den, noise, grid, order, s_churn, s_tmin, s_tmax, s_noise
 
 
 @pytest.mark.parametrize("order", [1, 2])
-def test_diamond_compat_reproduces_diamond_loop(order):
+def test_diamond_variant_reproduces_diamond_loop(order):
     grid = karras(6, 2e-3, 5.0)
     noise = torch.randn(2, 5, generator=_gen(3), dtype=torch.float64)
     kw = dict(s_churn=1.5, s_tmin=0.05, s_tmax=3.0, s_noise=1.003)
     ours = sample_edm(gauss_denoiser, noise, grid, order=order, init="unit",
-                      diamond_compat=True, generator=_gen(4), **kw)
+                      variant="diamond", generator=_gen(4), **kw)
     ref = _diamond_reference(gauss_denoiser, noise, grid, order, g=_gen(4), **kw)
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-14)
     # and the EDM default differs from it (denoises at σ̂, draws on every step)
@@ -143,7 +143,7 @@ def test_churn_noise_draw_counts():
     for compat, expected in ((False, 5), (True, 3)):
         g = _gen(5)
         sample_edm(gauss_denoiser, z, grid, s_churn=1.0, s_tmin=0.1, generator=g,
-                   diamond_compat=compat)
+                   variant="diamond" if compat else "edm")
         assert _draws_used(g, 5, (2, 3)) == expected, compat
     g = _gen(5)
     sample_edm(gauss_denoiser, z, grid, generator=g)  # s_churn = 0: no draws at all
@@ -369,6 +369,104 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="denoiser must return a tensor of the input's shape"):
         sample_edm(lambda x, s: x.sum(), z, grid)
 
+
+
+# ----------------------------------------------------------------------------- traps
+def test_noise_scaled_by_sigma_max_is_refused_with_the_fix():
+    # The k-diffusion habit sample_edm(D, noise * sigmas[0], sigmas) with init="sigma_max"
+    # scaled the start twice: for data N(0, 0.46²) and σ_max = 80 the sample std came out
+    # 0.46·80 ≈ 36.8 (reproduced below with init="unit" on the twice-scaled start).
+    std = 0.46
+
+    def den(x, sigma):  # exact denoiser of N(0, std²)
+        s = sigma.reshape(-1, 1)
+        return std**2 / (std**2 + s * s) * x
+
+    grid = karras(32, 2e-3, 80.0)
+    noise = torch.randn(4000, 4, generator=_gen(5), dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"init='unit'") as info:
+        sample_edm(den, noise * grid[0], grid)
+    assert info.match("noise \\* sigmas\\[0\\]") and info.match("root mean square 79.8")
+    twice = sample_edm(den, noise * grid[0] * grid[0], grid, init="unit", order=2)
+    assert 30 < float(twice.std()) < 45  # the silent wrong result the check now prevents
+    good = sample_edm(den, noise, grid, order=2)
+    # the exact ODE map of N(0, std²) from x_T = σ_max·ε: x0 = std·σ_max·ε/sqrt(std² + σ_max²)
+    exact = std * grid[0] / math.sqrt(std**2 + grid[0] ** 2) * noise
+    # (Heun on 32 Karras steps: relative error below 2 %, against a factor 80 for the trap)
+    torch.testing.assert_close(good, exact, rtol=0.02, atol=1e-3)
+    # the fix the message names gives the same correct sample
+    torch.testing.assert_close(sample_edm(den, noise * grid[0], grid, init="unit", order=2),
+                               good)
+
+
+@pytest.mark.parametrize("n", [1, 4, 64, 10_000])
+def test_unit_noise_check_tolerance_follows_the_size(n):
+    # n·mean(ε²) ~ χ²_n: the Laurent-Massart band (t = 21) holds unit noise except with
+    # probability 2e-9, so 200 seeded draws pass; its edges, computed here, are crossed just
+    # outside and not just inside; noise·σ_max with σ_max = 80 is caught at every n >= 1.
+    grid = [80.0, 1.0, 0.0]
+    for seed in range(200):
+        z = torch.randn(n, generator=_gen(seed), dtype=torch.float64)
+        sample_edm(gauss_denoiser, z, grid)
+    hi = 1 + 2 * math.sqrt(21 / n) + 42 / n
+    lo = 1 - 2 * math.sqrt(21 / n)
+    for m in (hi * 0.999, max(lo, 0) * 1.001 + (1e-9 if lo <= 0 else 0)):
+        sample_edm(gauss_denoiser, torch.full((n,), math.sqrt(m), dtype=torch.float64), grid)
+    bad = [hi * 1.001] + ([lo * 0.999] if lo > 0 else [])
+    for m in bad:
+        with pytest.raises(ValueError, match="unit-variance"):
+            sample_edm(gauss_denoiser, torch.full((n,), math.sqrt(m), dtype=torch.float64),
+                       grid)
+    with pytest.raises(ValueError, match="unit-variance"):
+        sample_edm(gauss_denoiser, torch.full((n,), 80.0), grid)
+    # not checked: B = 0, another device (meta: no value is read), init="unit" and callables
+    sample_edm(gauss_denoiser, torch.ones(0, 3) * 80, grid)
+    sample_edm(gauss_denoiser, torch.empty(2, 3, device="meta"), grid)
+    sample_edm(gauss_denoiser, torch.full((n,), 80.0), grid, init="unit")
+    sample_edm(gauss_denoiser, torch.full((n,), 80.0), grid, init=lambda z, s: z)
+
+
+def test_no_graph_by_default_and_grad_opt_in():
+    w = torch.tensor(0.64, requires_grad=True)
+
+    def den(x, sigma):
+        s = sigma.reshape(-1, 1)
+        return w / (w + s * s) * x
+
+    z = torch.randn(3, 2, generator=_gen(1))
+    for order in (1, 2):
+        out = sample_edm(den, z, karras(4, 2e-3, 5.0), order=order, s_churn=1.0,
+                         generator=_gen(2))
+        assert out.grad_fn is None and not out.requires_grad
+        out = sample_edm(den, z, karras(4, 2e-3, 5.0), order=order, s_churn=1.0,
+                         generator=_gen(2), grad=True)
+        (g,) = torch.autograd.grad(out.sum(), w)
+        eps = 1e-3
+        runs = []
+        for dw in (eps, -eps):
+            def d2(x, sigma, c=0.64 + dw):
+                s = sigma.reshape(-1, 1)
+                return c / (c + s * s) * x
+            runs.append(sample_edm(d2, z, karras(4, 2e-3, 5.0), order=order, s_churn=1.0,
+                                   generator=_gen(2)).sum())
+        torch.testing.assert_close(g, (runs[0] - runs[1]) / (2 * eps), rtol=2e-3, atol=1e-4)
+
+
+def test_denoiser_outputs_device_dtype_and_tuple():
+    z = torch.randn(2, 3, generator=_gen(3))
+    grid = karras(3, 2e-3, 5.0)
+    with pytest.raises(ValueError, match="denoiser must return a tensor on the input's device"):
+        sample_edm(lambda x, s: torch.empty_like(x, device="meta"), z, grid)
+    with pytest.raises(TypeError, match="return_dict=False"):
+        sample_edm(lambda x, s: (gauss_denoiser(x, s),), z, grid)
+    out = sample_edm(lambda x, s: gauss_denoiser(x, s).double(), z, grid, order=2)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, sample_edm(gauss_denoiser, z, grid, order=2))
+    for dt in (torch.bool, torch.complex64):
+        with pytest.raises(ValueError, match="noise must have a floating dtype"):
+            sample_edm(gauss_denoiser, torch.ones(2, 3, dtype=dt), grid)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        sample_edm(gauss_denoiser, z, grid, variant=True)
 
 if __name__ == "__main__":  # the convergence table of docs/samplers.md
     torch.set_num_threads(1)

@@ -365,3 +365,92 @@ def test_sampler_many_stages_and_extremes_finite():
         out = sample_pyramid(_toy_model(), (2, 1, size, size), sch, 3,
                              generator=torch.Generator().manual_seed(0), compat=False)
         assert out.shape == (2, 1, size, size) and bool(torch.isfinite(out).all())
+
+
+# ----------------------------------------------------------------------------- defaults, hooks
+@pytest.mark.parametrize("stages", [1, 2, 3, 4])
+def test_default_steps_follow_the_schedule_stages(stages):
+    # steps=None gives 20 Euler steps in each of the schedule's stages (it used to be the
+    # 3-stage tuple (20, 20, 20), refused by any other schedule)
+    sch = PyramidSchedule(stages=stages, stage_range=tuple(i / stages for i in range(stages + 1)))
+    calls = []
+    size = 2 ** (stages - 1) * 2
+    out = sample_pyramid(_toy_model(calls), (1, 1, size, size), sch,
+                         generator=torch.Generator().manual_seed(0))
+    assert [c[2] for c in calls] == [k for k in range(stages) for _ in range(20)]
+    assert out.shape == (1, 1, size, size) and bool(torch.isfinite(out).all())
+
+
+def test_jump_output_is_checked():
+    sch = PyramidSchedule()
+    shape = (2, 1, 16, 16)
+    with pytest.raises(TypeError, match="jump must return a torch.Tensor"):
+        sample_pyramid(_toy_model(), shape, sch, 1, jump=lambda x, k, generator=None: None)
+    with pytest.raises(ValueError, match=r"jump must return a tensor of stage 1's shape "
+                                         r"\(2, 1, 8, 8\)"):
+        sample_pyramid(_toy_model(), shape, sch, 1, jump=lambda x, k, generator=None: x)
+    with pytest.raises(ValueError, match="jump must return a tensor on cpu"):
+        sample_pyramid(_toy_model(), shape, sch, 1,
+                       jump=lambda x, k, generator=None: sch.jump(x, k).to("meta"))
+    # a correct custom jump is used as is
+    seen = []
+
+    def up(x, k, generator=None):
+        seen.append((k, tuple(x.shape)))
+        return x.repeat_interleave(2, -1).repeat_interleave(2, -2)
+
+    sample_pyramid(_toy_model(), shape, sch, 1, jump=up)
+    assert seen == [(1, (2, 1, 4, 4)), (2, (2, 1, 8, 8))]
+
+
+def test_no_graph_by_default_and_grad_opt_in():
+    sch = PyramidSchedule()
+    w = torch.tensor(0.3, requires_grad=True)
+
+    def model(x, t, k):
+        return w * x
+
+    noise = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = sample_pyramid(model, noise.shape, sch, 2, noise=noise)
+    assert out.grad_fn is None and not out.requires_grad
+    eps = 1e-3
+    runs = [sample_pyramid(lambda x, t, k, c=0.3 + d: c * x, noise.shape, sch, 2, noise=noise,
+                           generator=torch.Generator().manual_seed(1)).sum() for d in (eps, -eps)]
+    # the jumps draw block noise: the same generator on both sides of the difference
+    out = sample_pyramid(model, noise.shape, sch, 2, noise=noise, grad=True,
+                         generator=torch.Generator().manual_seed(1))
+    (g,) = torch.autograd.grad(out.sum(), w)
+    torch.testing.assert_close(g, (runs[0] - runs[1]) / (2 * eps), rtol=2e-3, atol=1e-3)
+    with pytest.raises(TypeError, match="grad must be True or False"):
+        sample_pyramid(model, noise.shape, sch, 2, noise=noise, grad=None)
+
+
+def test_guidance_per_stage_per_step_lists_share_the_cfg_parser():
+    sch = PyramidSchedule()
+    shape = (1, 1, 8, 8)
+    steps = (2, 3, 1)
+    per_step = [[2.0, 3.0], [1.0, 4.0, 5.0], 6.0]
+    flat = [2.0, 3.0, 1.0, 4.0, 5.0, 6.0]
+    starts = [0, 2, 5]
+    a = sample_pyramid(_toy_model(), shape, sch, steps, guidance=per_step,
+                       generator=torch.Generator().manual_seed(0))
+    b = sample_pyramid(_toy_model(), shape, sch, steps,
+                       guidance=lambda k, i, n: flat[starts[k] + i],
+                       generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"guidance\[1\] must have one value per step \(3\)"):
+        sample_pyramid(_toy_model(), shape, sch, steps, guidance=[2.0, [1.0], 3.0])
+
+
+def test_non_floating_inputs_are_named():
+    sch = PyramidSchedule()
+    shape = (1, 1, 8, 8)
+    for dt in (torch.bool, torch.complex64, torch.int64):
+        with pytest.raises(ValueError, match="noise must have a floating dtype"):
+            sample_pyramid(_toy_model(), shape, sch, 1, noise=torch.zeros(shape, dtype=dt))
+    with pytest.raises(ValueError, match="dtype must be a floating dtype"):
+        sample_pyramid(_toy_model(), shape, sch, 1, dtype=torch.int32)
+    with pytest.raises(TypeError, match="return_dict=False"):
+        sample_pyramid(lambda x, t, k: (x,), shape, sch, 1)
+    with pytest.raises(ValueError, match="on the input's device"):
+        sample_pyramid(lambda x, t, k: x.to("meta"), shape, sch, 1)

@@ -15,13 +15,17 @@ generates):
   :meth:`ImageConditionAugment.augment`; no function returns the noise term on its own, so
   that mistake cannot be written with this API.
 
-* **History corruption** (Pyramid-Flow): ``σc·ε + (1-σc)·frames`` with ``σc ~ U(0, 1/3)``
-  per sample (flow convention, σc is a noise fraction). Defined once, in
-  :mod:`vidnoise.pyramid`, and re-exported here as :func:`corrupt_history`.
+* **History corruption** (Pyramid-Flow), :func:`corrupt_history`:
+  ``σc·ε + (1-σc)·frames`` with ``σc ~ U(0, 1/3)`` per sample (flow convention, σc is a
+  noise fraction).
 
-* **Previous-frame noise** (DIAMOND), :func:`augment_previous_frames`:
+* **Previous-frame noise** (DIAMOND's CS:GO world model), :func:`augment_previous_frames`:
   ``noised = frames + σ_off·η + σ·ε`` (EDM σ = noise std), with a fixed σ at inference and
   a sampled σ in training, and the level told to the network ``c_noise_cond = ln(σ)/4``.
+  Only DIAMOND's CS:GO branch noises the previous frames (``noise_previous_obs``, and
+  ``s_cond = 0.005`` in its world-model sampler configs); its Atari models never do.
+
+The formulas and their sources are in ``docs/math.md §6``.
 
 Randomness goes through :func:`vidnoise.noise.randn` / :func:`vidnoise.noise.rand`:
 ``generator`` is one ``torch.Generator`` or a sequence with one per sample, and with a
@@ -34,13 +38,22 @@ import importlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 
-from vidnoise._checks import FLOAT_DTYPES, check_choice, check_float, check_int
+from vidnoise._checks import (
+    LAYOUTS,
+    check_bool,
+    check_callable,
+    check_choice,
+    check_float,
+    check_int,
+    check_tensor,
+    check_values,
+    frame_axis,
+    work_dtype,
+)
 from vidnoise.noise import GeneratorLike, as_generators, rand, randn
-from vidnoise.pyramid import corrupt_history  # one definition, re-exported here
 
 __all__ = [
     "LAYOUTS",
@@ -53,32 +66,42 @@ __all__ = [
     "corrupt_history",
 ]
 
-#: Video layouts understood here: batch, channel, frame, height, width (and frame-major).
-LAYOUTS = ("BCTHW", "BTCHW")
 _SPACES = ("pixel", "latent")
 
 
 # ----------------------------------------------------------------------------- helpers
 def _axes(layout: str) -> tuple[int, int]:
     """(channel axis, frame axis) of ``layout``."""
-    check_choice("layout", layout, LAYOUTS)
-    return (1, 2) if layout == "BCTHW" else (2, 1)
-
-
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Arithmetic dtype: float64 stays float64, everything else is done in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+    t_axis = frame_axis(layout)
+    return 3 - t_axis, t_axis
 
 
 def _check_float_tensor(name: str, x) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in FLOAT_DTYPES:
+    if isinstance(x, torch.Tensor) and x.dtype == torch.uint8:
         raise ValueError(
-            f"{name} must have a floating dtype (float16, bfloat16, float32, float64), "
-            f"got {x.dtype}"
+            f"{name} must have a floating dtype (float16, bfloat16, float32, float64), got "
+            f"torch.uint8: convert a [0, 255] image to [-1, 1] with {name}.float() / 127.5 - 1"
         )
-    return x
+    return check_tensor(name, x)
+
+
+#: Largest |value| accepted in a pixel-space image (nominal range [-1, 1]; resampling
+#: overshoot stays far below this). A [0, 255] image exceeds it at its first bright pixel.
+_PIXEL_BOUND = 2.0
+
+
+def _check_pixel_range(name: str, image: torch.Tensor) -> None:
+    """Refuse a float pixel image on a [0, 255] scale (CPU only: it reads values)."""
+    if image.device.type != "cpu" or image.numel() == 0:
+        return
+    top = float(image.detach().abs().max())
+    if top > _PIXEL_BOUND:
+        raise ValueError(
+            f"{name} must be a pixel image in [-1, 1] with space='pixel' (the σ ≈ 0.05 noise "
+            f"is relative to that range), got values up to {top:g}: a [0, 255] image is "
+            f"converted with {name} / 127.5 - 1 (a [0, 1] image with 2 * {name} - 1); "
+            f"pass space='latent' if {name} is an image latent"
+        )
 
 
 def _check_video(name: str, x, layout: str, *, one_frame: bool = False) -> torch.Tensor:
@@ -200,16 +223,21 @@ class ImageConditionAugment:
     space: str = "pixel"
 
     def __post_init__(self):
-        check_float("log_sigma_mean", self.log_sigma_mean)
+        mean = check_float("log_sigma_mean", self.log_sigma_mean)
+        if mean > 0:
+            raise ValueError(
+                f"log_sigma_mean is the mean of log σ (CogVideoX: -3.0, median σ = e^-3 ≈ "
+                f"0.05), got {mean:g}, a median σ of {math.exp(mean):.3g} on a [-1, 1] "
+                f"image: if {mean:g} is σ itself, pass log_sigma_mean=math.log({mean:g}) = "
+                f"{math.log(mean):.4g}"
+            )
         check_float("log_sigma_std", self.log_sigma_std, low=0.0)
         check_float("dropout", self.dropout, low=0.0, high=1.0)
-        if not isinstance(self.per_sample, bool):
-            raise TypeError(f"per_sample must be a bool, got {self.per_sample!r}")
+        check_bool("per_sample", self.per_sample)
         check_choice("space", self.space, _SPACES)
 
     def _check_encode(self, encode):
-        if encode is not None and not callable(encode):
-            raise TypeError(f"encode must be a callable or None, got {type(encode).__name__}")
+        check_callable("encode", encode, optional=True)
         if encode is not None and self.space == "latent":
             raise ValueError(
                 "encode must be None with space='latent' (the image is already a latent and "
@@ -219,9 +247,9 @@ class ImageConditionAugment:
     def augment(
         self,
         image: torch.Tensor,
-        *,
         num_frames: int,
         encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        *,
         layout: str = "BCTHW",
         generator: GeneratorLike = None,
     ) -> ConditionBatch:
@@ -238,9 +266,13 @@ class ImageConditionAugment:
         depends only on generator ``i``. The dropout uniforms are drawn even when
         ``dropout`` is 0 or 1, so the generator advances the same way for every setting.
 
+        Same signature as :meth:`condition` (plus ``generator``): ``image``, ``num_frames``
+        and ``encode`` positional or keyword, ``layout`` and ``generator`` keyword-only.
+
         Args:
             image: (B, C, 1, H, W) for layout "BCTHW" or (B, 1, C, H, W) for "BTCHW";
                 a pixel image in [-1, 1] (space="pixel") or an image latent (space="latent").
+                A CPU pixel image with values beyond ±2 (a [0, 255] image) raises.
             num_frames: frames of the returned condition (the video's latent frame count),
                 >= the number of condition frames.
             encode: pixel-to-latent encoder (VAE encode and scale), or None.
@@ -249,6 +281,8 @@ class ImageConditionAugment:
         """
         self._check_encode(encode)
         _check_video("image", image, layout, one_frame=True)
+        if self.space == "pixel":
+            _check_pixel_range("image", image)
         num_frames = check_int("num_frames", num_frames, minimum=1)
         _condition_frames("image", image, num_frames, layout)
         b = image.shape[0]
@@ -259,7 +293,7 @@ class ImageConditionAugment:
                 "depend on one generator per sample; pass one torch.Generator (or None)"
             )
         dev = image.device
-        work = _work_dtype(image.dtype)
+        work = work_dtype(image.dtype)
 
         # log σ ~ N(mean, std²): one per sample, or one shared by the batch
         z = randn((b,) if self.per_sample else (1,), generator=gens, device=dev, dtype=work)
@@ -308,8 +342,7 @@ def condition(
         encode: pixel-to-latent encoder, or None (image already in the model's space).
         layout: "BCTHW" or "BTCHW".
     """
-    if encode is not None and not callable(encode):
-        raise TypeError(f"encode must be a callable or None, got {type(encode).__name__}")
+    check_callable("encode", encode, optional=True)
     _check_video("image", image, layout, one_frame=True)
     num_frames = check_int("num_frames", num_frames, minimum=1)
     _condition_frames("image", image, num_frames, layout)
@@ -353,8 +386,9 @@ def concat_condition(
 
 
 # ----------------------------------------------------------------------------- previous frames
-class PreviousFrames(NamedTuple):
-    """Result of :func:`augment_previous_frames` (unpacks as ``noised, sigma, c_noise_cond``).
+@dataclass(frozen=True)
+class PreviousFrames:
+    """Result of :func:`augment_previous_frames`.
 
     Attributes:
         noised: the noised conditioning frames, same shape and dtype as the input.
@@ -389,17 +423,20 @@ def augment_previous_frames(
     ``η`` is offset noise: one value per sample and per index of every dim before the last
     two (channel and frame), constant over the spatial dims (the last two). On DIAMOND's
     stacked (B, n·C, H, W) previous observations this is its ``apply_noise``: one value per
-    sample and stacked channel. DIAMOND applies its offset noise (``sigma_offset_noise``,
-    e.g. 0.3) to the previous frames in training and none at inference (``offset_noise=0``).
+    sample and stacked channel. Only DIAMOND's CS:GO world model noises its previous frames
+    (``noise_previous_obs``); it applies its offset noise (``sigma_offset_noise`` = 0.1 there)
+    to them in training and none at inference (``offset_noise=0``; its sampler's ``s_cond``
+    is 0.005). DIAMOND's Atari models (offset noise 0.3 on the *target* frame) never noise
+    the previous frames.
 
     σ, per sample:
 
-    * inference: a fixed ``sigma`` (a float > 0, or a (B,) / 0-d tensor, not checked on the
-      host);
+    * inference: a fixed ``sigma`` (a float > 0, or a (B,) / 0-d tensor, checked > 0 on the
+      host for CPU tensors only);
     * training: ``sigma_sampler(B, generator=generator, device=frames.device)`` returning
-      (B,) stds, e.g. the sampler of the main training σ as DIAMOND does; with neither
-      ``sigma`` nor ``sigma_sampler`` the default is :func:`vidnoise.timesteps.lognormal`
-      with its defaults.
+      (B,) stds > 0 (checked on the host for CPU tensors only), e.g. the sampler of the
+      main training σ as DIAMOND does; with neither ``sigma`` nor ``sigma_sampler`` the
+      default is :func:`vidnoise.timesteps.lognormal` with its defaults.
 
     Noise the frames once per generated frame and reuse the result for every denoising step.
     DIAMOND's sampler re-noises the previous frames inside its step loop, so after k steps
@@ -418,7 +455,7 @@ def augment_previous_frames(
         generator: None, one ``torch.Generator``, or one per sample.
 
     Returns:
-        :class:`PreviousFrames` ``(noised, sigma, c_noise_cond)``.
+        :class:`PreviousFrames` with ``noised``, ``sigma`` and ``c_noise_cond``.
     """
     _check_float_tensor("frames", frames)
     if frames.dim() not in (4, 5):
@@ -429,15 +466,11 @@ def augment_previous_frames(
     offset_noise = check_float("offset_noise", offset_noise, low=0.0)
     if sigma is not None and sigma_sampler is not None:
         raise ValueError("give sigma (fixed, inference) or sigma_sampler (training), not both")
-    if sigma_sampler is not None and not callable(sigma_sampler):
-        raise TypeError(
-            f"sigma_sampler must be a callable (batch_size, *, generator, device) -> (B,), "
-            f"got {type(sigma_sampler).__name__}"
-        )
+    check_callable("sigma_sampler", sigma_sampler, optional=True)
     b = frames.shape[0]
     gens = as_generators(generator, b)
     dev = frames.device
-    work = _work_dtype(frames.dtype)
+    work = work_dtype(frames.dtype)
 
     if sigma is None:
         sampler = sigma_sampler if sigma_sampler is not None else _default_sigma_sampler()
@@ -445,6 +478,9 @@ def augment_previous_frames(
         if not isinstance(sig, torch.Tensor) or tuple(sig.shape) != (b,):
             got = tuple(sig.shape) if isinstance(sig, torch.Tensor) else type(sig).__name__
             raise ValueError(f"sigma_sampler must return a tensor of shape ({b},), got {got}")
+        if sig.dtype == torch.bool or sig.is_complex():
+            raise TypeError(f"sigma_sampler must return real σ values, got dtype {sig.dtype}")
+        check_values("sigma_sampler's σ", sig, low=0.0, low_open=True)
         sig = sig.to(device=dev, dtype=work)
         c_noise_cond = torch.log(sig) / 4
     elif isinstance(sigma, torch.Tensor):
@@ -453,6 +489,9 @@ def augment_previous_frames(
                 f"sigma as a tensor must be 0-d or of shape ({b},) (dim 0 of frames), got "
                 f"shape {tuple(sigma.shape)}"
             )
+        if sigma.dtype == torch.bool or sigma.is_complex():
+            raise TypeError(f"sigma must be a real tensor, got dtype {sigma.dtype}")
+        check_values("sigma", sigma, low=0.0, low_open=True)
         sig = sigma.to(device=dev, dtype=work).expand(b).contiguous()
         c_noise_cond = torch.log(sig) / 4
     else:
@@ -467,3 +506,32 @@ def augment_previous_frames(
         eta = randn((*frames.shape[:-2], 1, 1), generator=gens, device=dev, dtype=work)
         noised = noised.add_(eta, alpha=offset_noise)
     return PreviousFrames(noised.to(frames.dtype), sig, c_noise_cond)
+
+
+# ----------------------------------------------------------------------------- history
+def corrupt_history(frames: torch.Tensor, max_ratio: float = 1 / 3, *, generator=None,
+                    return_sigma: bool = False):
+    """Corrupt autoregressive history (condition) frames, as Pyramid-Flow's training does::
+
+        σc ~ U(0, max_ratio) per sample (dim 0),   out = σc·ε + (1-σc)·frames
+
+    Args:
+        frames: (B, ...) floating tensor (e.g. (B, C, T, H, W) past latent frames).
+        max_ratio: upper end of σc, in [0, 1] (reference: 1/3).
+        generator: one generator or one per sample; σc is drawn first, then ε.
+        return_sigma: also return σc, shape (B,) (float32, float64 for float64 frames).
+
+    Half-precision frames are combined in float32 and returned in their dtype.
+    """
+    check_tensor("frames", frames)
+    if frames.dim() < 1:
+        raise ValueError("frames must have a batch dim (dim 0), got a 0-d tensor")
+    max_ratio = check_float("max_ratio", max_ratio, low=0.0, high=1.0)
+    B = frames.shape[0]
+    gens = as_generators(generator, B)
+    wd = work_dtype(frames.dtype)
+    sigma = rand((B,), generator=gens, device=frames.device, dtype=wd) * max_ratio
+    eps = randn(frames.shape, generator=gens, device=frames.device, dtype=wd)
+    s = sigma.view(B, *([1] * (frames.dim() - 1)))
+    out = torch.lerp(frames.to(wd), eps, s).to(frames.dtype)
+    return (out, sigma) if return_sigma else out

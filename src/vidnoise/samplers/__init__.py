@@ -6,32 +6,15 @@
 * :func:`rollout`      (autoregressive generation with conditioning-frame noise)
 * :func:`cfg`, :func:`dynamic_cfg` (classifier-free guidance)
 
-Names are resolved lazily from the submodules ``flow``, ``edm``, ``pyramid``,
-``autoregressive`` and ``guidance``.
+Every sampler runs without an autograd graph unless called with ``grad=True``.
 """
 
 from __future__ import annotations
 
-import importlib
+from vidnoise.samplers.autoregressive import rollout
+from vidnoise.samplers.edm import sample_edm
+from vidnoise.samplers.flow import sample_flow
+from vidnoise.samplers.guidance import cfg, dynamic_cfg
+from vidnoise.samplers.pyramid import sample_pyramid
 
-_EXPORTS = {
-    "sample_flow": "flow",
-    "sample_edm": "edm",
-    "sample_pyramid": "pyramid",
-    "rollout": "autoregressive",
-    "cfg": "guidance",
-    "dynamic_cfg": "guidance",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module 'vidnoise.samplers' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__all__ = ["cfg", "dynamic_cfg", "rollout", "sample_edm", "sample_flow", "sample_pyramid"]

@@ -1,4 +1,4 @@
-"""Private helpers of the samplers: grid reading, working dtype, progress bar.
+"""Private helpers of the samplers: grid reading, input and output checks, progress bar.
 
 Everything here runs before a sampler's loop (on the host, on Python floats) or is a thin
 wrapper that adds no tensor work inside it, so the loops stay free of host syncs.
@@ -13,9 +13,11 @@ from collections.abc import Sequence
 
 import torch
 
-from vidnoise._checks import FLOAT_DTYPES, check_tensor
+from vidnoise._checks import check_tensor, work_dtype
 
-__all__ = ["read_grid", "work_dtype", "progress_range", "sigma_batch", "to_device"]
+__all__ = [
+    "check_state", "model_output", "progress_range", "read_grid", "sigma_batch", "to_device",
+]
 
 
 def read_grid(
@@ -57,7 +59,15 @@ def read_grid(
     rng = f"[0, {high}]" if high is not None else "[0, inf)"
     for i, v in enumerate(values):
         if not math.isfinite(v) or v < 0.0 or (high is not None and v > high):
-            raise ValueError(f"{name} must contain finite values in {rng}, got {name}[{i}] = {v}")
+            hint = ""
+            if high == 1.0 and all(math.isfinite(u) and 0.0 <= u <= 1000.0 for u in values):
+                hint = (
+                    f"; {name} looks like timesteps on a 0..1000 scale: convert them with "
+                    f"vidnoise.conventions.timestep_to_sigma({name}) (σ = t/1000)"
+                )
+            raise ValueError(
+                f"{name} must contain finite values in {rng}, got {name}[{i}] = {v}{hint}"
+            )
     for i in range(len(values) - 1):
         if not values[i + 1] < values[i]:
             raise ValueError(
@@ -67,16 +77,6 @@ def read_grid(
     if end is not None and values[-1] != end:
         raise ValueError(f"{name} must end at {end}, got {name}[-1] = {values[-1]}")
     return values
-
-
-def work_dtype(name: str, x: torch.Tensor) -> torch.dtype:
-    """The dtype updates accumulate in: float32 for half precision, else the input's dtype."""
-    check_tensor(name, x)
-    if x.dim() < 1:
-        raise ValueError(f"{name} must have a batch dim (dim 0), got a 0-d tensor")
-    if x.dtype not in FLOAT_DTYPES:  # pragma: no cover - check_tensor already raised
-        raise ValueError(f"{name} must be floating")
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def sigma_batch(values: Sequence[float], batch: int, dtype, device) -> torch.Tensor:
@@ -131,28 +131,47 @@ def progress_bar(total: int, progress: bool, desc: str):
     return None if tqdm is None else tqdm(total=total, desc=desc, leave=False)
 
 
-def check_callable(name: str, fn, *, optional: bool = False):
-    if fn is None and optional:
-        return None
-    if not callable(fn):
-        what = "a callable or None" if optional else "a callable"
-        raise TypeError(f"{name} must be {what}, got {type(fn).__name__}")
-    return fn
+def check_state(name: str, x) -> torch.dtype:
+    """Check a sampler's start tensor and return its working dtype (``_checks.work_dtype``).
+
+    ``x`` must be a real floating tensor with a batch dim 0. bool, integer and complex
+    tensors raise naming ``name``. A tensor on the meta device is accepted (the whole loop
+    then runs on meta: a cheap proof that it never reads a tensor value on the host).
+    """
+    check_tensor(name, x)
+    if x.dim() < 1:
+        raise ValueError(f"{name} must have a batch dim (dim 0), got a 0-d tensor")
+    return work_dtype(x.dtype)
 
 
-def check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
+def model_output(name: str, out, like: torch.Tensor) -> torch.Tensor:
+    """Check a model output against the state ``like`` and return it in ``like``'s dtype.
 
-
-def check_output(name: str, out, like: torch.Tensor) -> None:
-    """Check a model output's type and shape (shapes are host metadata: no sync)."""
+    Type, shape and device are host metadata (no sync). A tuple or a diffusers output
+    object is the usual ``return_dict`` mistake: the message says to pass
+    ``return_dict=False`` and take element 0. Another dtype is cast to the state's (so a
+    float64 model output never turns a float32 sample into float64); another device raises
+    (a meta output would otherwise leave the state unchanged without a word).
+    """
     if not isinstance(out, torch.Tensor) or out.shape != like.shape:
         bad_output(name, out, like)
+    if out.device != like.device:
+        raise ValueError(
+            f"{name} must return a tensor on the input's device {like.device}, got one on "
+            f"{out.device}"
+        )
+    return out if out.dtype == like.dtype else out.to(like.dtype)
 
 
 def bad_output(name: str, out, like: torch.Tensor):
+    if isinstance(out, tuple) or (
+        not isinstance(out, torch.Tensor) and hasattr(out, "to_tuple")
+    ):
+        raise TypeError(
+            f"{name} must return a torch.Tensor, got a {type(out).__name__} (a diffusers "
+            "model returns a tuple or an output object): call it with return_dict=False and "
+            "return element [0], e.g. lambda x, s: net(x, s, return_dict=False)[0]"
+        )
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"{name} must return a torch.Tensor, got {type(out).__name__}")
     raise ValueError(

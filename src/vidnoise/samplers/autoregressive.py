@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from vidnoise._checks import check_float, check_int, check_tensor
+from vidnoise._checks import check_bool, check_callable, check_float, check_int, check_tensor
 from vidnoise.noise import as_generators, randn
-from vidnoise.samplers._common import check_bool, check_callable, progress_range
+from vidnoise.samplers._common import progress_range
 
 __all__ = ["rollout"]
 
@@ -20,6 +20,7 @@ def rollout(
     accumulate_cond_noise=False,
     generator=None,
     progress=False,
+    grad=False,
 ):
     """Generate ``n_frames`` frames autoregressively.
 
@@ -28,8 +29,10 @@ def rollout(
     sample_next(c)``, then the window slides by one (drops its oldest frame, appends the new
     clean frame). Noise is drawn through :func:`vidnoise.noise.randn` with ``generator``.
 
-    ``accumulate_cond_noise=True`` reproduces DIAMOND, whose sampler re-noises the
-    conditioning frames inside its denoising-step loop: at step k (0-based) they carry
+    ``accumulate_cond_noise=True`` reproduces DIAMOND's CS:GO world model (its ``csgo``
+    branch: ``s_cond = 0.005`` in the world-model sampler configs; its Atari models never
+    noise the previous frames), whose sampler re-noises the conditioning frames inside its
+    denoising-step loop (``docs/math.md §6``): at step k (0-based) they carry
     ``k + 1`` independent draws, noise std ``cond_noise·sqrt(k + 1)``, while the model is told
     ``cond_noise``. ``sample_next`` is then called as ``sample_next(c, renoise=renoise)``
     where ``c = renoise(0)`` and ``renoise(k)`` returns the frames of step k (the draws are
@@ -44,6 +47,8 @@ def rollout(
         cond_noise: σ of the conditioning-frame noise (x + σ·ε), >= 0.
         generator: one ``torch.Generator`` or one per item of dim 0.
         progress: tqdm bar over frames (nothing, with a warning, without tqdm).
+        grad: keep the autograd graph (through ``sample_next`` and the window). Default
+            False: the rollout runs under ``torch.no_grad()``, like every sampler.
 
     Returns:
         (B, n_frames, C, H, W): the generated frames only, in ``context``'s dtype.
@@ -57,7 +62,15 @@ def rollout(
     cond_noise = check_float("cond_noise", cond_noise, low=0.0)
     check_bool("accumulate_cond_noise", accumulate_cond_noise)
     check_bool("progress", progress)
+    check_bool("grad", grad)
     as_generators(generator, context.shape[0])
+    with torch.set_grad_enabled(grad):
+        return _loop(sample_next, context, n_frames, cond_noise, accumulate_cond_noise,
+                     generator, progress)
+
+
+def _loop(sample_next, context, n_frames, cond_noise, accumulate_cond_noise, generator,
+          progress):
     b, k = context.shape[:2]
     frame_shape = (b, *context.shape[2:])
 

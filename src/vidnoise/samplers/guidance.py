@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
-from vidnoise._checks import check_float
-from vidnoise.samplers._common import check_callable, check_output, read_grid, to_device
+from vidnoise._checks import check_callable, check_choice, check_float, check_tensor, work_dtype
+from vidnoise.samplers._common import model_output, read_grid, to_device
 
-__all__ = ["cfg", "dynamic_cfg", "DynamicCFG"]
+__all__ = ["cfg", "dynamic_cfg", "DynamicCFG", "combine", "scale_plan", "stage_cfg"]
 
 
 @dataclass(frozen=True)
@@ -50,54 +50,126 @@ def dynamic_cfg(scale: float, exponent: float = 5.0) -> DynamicCFG:
     return DynamicCFG(scale, exponent)
 
 
-def _per_step_scales(scale, sigmas) -> tuple[list[float], list[float]] | None:
-    """Return (w_0..w_{N-1}, σ_0..σ_{N-1}) for a per-step scale, None for a float."""
-    if isinstance(scale, numbers.Real) and not isinstance(scale, bool):
-        check_float("scale", scale)
+BATCH_ORDERS = ("uncond_first", "cond_first")
+
+
+def _real(name, v) -> float:
+    if isinstance(v, torch.Tensor) and v.dim() == 0:
+        v = float(v)
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite real number, got {v!r}")
+    return float(v)
+
+
+def scale_plan(name: str, scale, steps: Sequence[int]) -> list[list[float]] | None:
+    """The one guidance-scale parser: per-stage lists of per-step scales as Python floats.
+
+    ``steps`` holds the number of steps of each stage (a flat sampler is one stage of N
+    steps). ``scale`` may be
+
+    * ``None``: no guidance (returns None);
+    * a real number ``w``: ``w`` at every step;
+    * an object with ``.scales(n)`` returning n floats (e.g. :func:`dynamic_cfg`): its
+      values for each stage's step count;
+    * a callable ``(stage, step, num_steps) -> float``;
+    * a sequence (or 1-D tensor): with several stages, one entry per stage, each a real
+      number or a per-step sequence of that stage's length; with one stage, one value per
+      step (Mochi's ``cfg_schedule``).
+
+    Everything is read on the host, once, before a sampler's loop.
+    """
+    if scale is None:
         return None
-    if isinstance(scale, DynamicCFG):
-        values = None
-    elif isinstance(scale, torch.Tensor) and scale.dim() == 1:
-        values = [float(v) for v in scale.detach().cpu().tolist()]
-    elif isinstance(scale, Sequence) and not isinstance(scale, str):
-        values = [check_float(f"scale[{i}]", v) for i, v in enumerate(scale)]
-    else:
-        raise TypeError(
-            "scale must be a float, a per-step list of floats or dynamic_cfg(...), got "
-            f"{type(scale).__name__}"
-        )
-    if sigmas is None:
-        raise ValueError(
-            "sigmas is required with a per-step or dynamic scale: pass the sampler's grid "
-            "so each model call can find its step"
-        )
-    grid = read_grid("sigmas", sigmas, end=None)
-    n = len(grid) - 1
-    if values is None:
-        values = scale.scales(n)
-    if len(values) != n:
-        raise ValueError(
-            f"scale must have one value per step: len(sigmas) - 1 = {n} values, got "
-            f"{len(values)}"
-        )
-    for i, v in enumerate(values):
-        check_float(f"scale[{i}]", v)
-    return values, grid[:-1]
+    if isinstance(scale, numbers.Real) and not isinstance(scale, bool):
+        w = _real(name, scale)
+        return [[w] * n for n in steps]
+    if hasattr(scale, "scales") and callable(scale.scales):
+        plan = []
+        for n in steps:
+            vals = list(scale.scales(n))
+            if len(vals) != n:
+                raise ValueError(f"{name}.scales({n}) must return {n} values, got {len(vals)}")
+            plan.append([_real(f"{name}.scales({n})[{i}]", v) for i, v in enumerate(vals)])
+        return plan
+    if callable(scale):
+        return [[_real(f"{name}({k}, {i}, {n})", scale(k, i, n)) for i in range(n)]
+                for k, n in enumerate(steps)]
+    if isinstance(scale, torch.Tensor) and scale.dim() == 1:
+        scale = [float(v) for v in scale.detach().cpu().tolist()]
+    if isinstance(scale, Sequence) and not isinstance(scale, str):
+        if len(steps) == 1:
+            return [_per_step(name, scale, steps[0])]
+        if len(scale) != len(steps):
+            raise ValueError(
+                f"{name} as a sequence must have one entry per stage ({len(steps)}), got "
+                f"{len(scale)}"
+            )
+        return [
+            [_real(f"{name}[{k}]", w)] * n if isinstance(w, numbers.Real)
+            else _per_step(f"{name}[{k}]", w, n)
+            for k, (w, n) in enumerate(zip(scale, steps))
+        ]
+    raise TypeError(
+        f"{name} must be None, a float, a sequence of floats, a callable "
+        f"(stage, step, num_steps) -> float or an object with .scales(n) such as "
+        f"dynamic_cfg(...), got {type(scale).__name__}"
+    )
 
 
-def cfg(model_cond, model_uncond, scale, *, sigmas=None):
+def _per_step(name, values, n) -> list[float]:
+    if not isinstance(values, Sequence) or isinstance(values, str) or len(values) != n:
+        got = len(values) if isinstance(values, Sequence) else type(values).__name__
+        raise ValueError(f"{name} must have one value per step ({n}), got {got}")
+    return [_real(f"{name}[{i}]", v) for i, v in enumerate(values)]
+
+
+def combine(c: torch.Tensor, u: torch.Tensor, w, dtype: torch.dtype | None = None):
+    """``u + w·(c - u)``, in float32 for half-precision predictions, returned in ``dtype``
+    (default ``c``'s dtype); ``w`` is a float or a tensor broadcastable against ``c``."""
+    wd = work_dtype(c.dtype)
+    cw, uw = c.to(wd), u.to(wd)
+    return (uw + w * (cw - uw)).to(c.dtype if dtype is None else dtype)  # u + w·(c - u)
+
+
+def stage_cfg(model, plan: list[list[float]] | None, dtype: torch.dtype):
+    """The stage-aware variant of :func:`cfg`, for pyramidal models
+    ``model(x, timestep, stage, *, cond) -> velocity``: returns
+    ``velocity(x, timestep, stage, step)`` in ``dtype``.
+
+    ``plan`` comes from :func:`scale_plan` (``plan[stage][step]`` = w). Without a plan the
+    model is called once as ``model(x, t, k)``; a step with ``w = 1`` calls
+    ``model(x, t, k, cond=True)`` once; otherwise ``u + w·(c - u)`` with
+    ``c = model(x, t, k, cond=True)`` and ``u = model(x, t, k, cond=False)``.
+    """
+
+    def call(x, t, k, **kw):
+        return model_output(f"model (the stage-{k} velocity)", model(x, t, k, **kw), x)
+
+    def velocity(x, t, k, i):
+        if plan is None:
+            return call(x, t, k).to(dtype)
+        w = plan[k][i]
+        if w == 1.0:
+            return call(x, t, k, cond=True).to(dtype)
+        return combine(call(x, t, k, cond=True), call(x, t, k, cond=False), w, dtype)
+
+    return velocity
+
+
+def cfg(model_cond, model_uncond, scale, *, sigmas=None, batch_order="uncond_first"):
     """Classifier-free guidance combinator: returns ``guided(x, sigma)``.
 
     ``guided(x, σ) = u + w·(c - u)`` with ``c = model_cond(x, σ)``, ``u = model_uncond(x, σ)``.
 
     Args:
         model_cond: conditional model ``(x, sigma) -> prediction``.
-        model_uncond: unconditional model, or ``None`` to batch both in one call:
-            ``model_cond(cat([x, x]), cat([σ, σ]))`` must then return the conditional
-            prediction in the first half and the unconditional one in the second (the usual
-            pipeline layout with a [cond; uncond] embedding batch).
-        scale: a float; a per-step sequence ``w_0..w_{N-1}`` (Mochi's ``cfg_schedule``); or
-            :func:`dynamic_cfg`. The last two need ``sigmas``.
+        model_uncond: unconditional model, or ``None`` to batch both in one call of
+            ``model_cond`` on ``cat([x, x])`` and ``cat([σ, σ])``; how the two halves of
+            its output are read is ``batch_order``.
+        scale: a float; a per-step sequence ``w_0..w_{N-1}`` (Mochi's ``cfg_schedule``);
+            a callable ``(0, step, N) -> float``; or :func:`dynamic_cfg`. All but the float
+            need ``sigmas``. Parsed by :func:`scale_plan`, as ``sample_pyramid``'s
+            ``guidance``.
         sigmas: the sampler's grid (N+1 values). A model call at σ uses the scale of the
             first step i with σ_i <= σ, i.e. ``w(σ) = w_i`` on [σ_i, σ_{i-1}) (relative
             tolerance 1e-6; σ above σ_0 uses w_0, σ below σ_{N-1} uses w_{N-1}). Each step's
@@ -105,21 +177,42 @@ def cfg(model_cond, model_uncond, scale, *, sigmas=None):
             Heun correction at σ_{i+1} uses w_{i+1}, a midpoint call at (σ_i + σ_{i+1})/2
             uses w_{i+1}: a piecewise-constant w(σ), so the guided ODE is well defined. The
             look-up runs on the device (no host sync).
+        batch_order: with ``model_uncond=None``, the order of the doubled batch.
+            ``"uncond_first"`` (default): ``[uncond; cond]``, the layout of diffusers'
+            pipelines (``cat([negative, positive])`` embeddings, then
+            ``uncond, cond = out.chunk(2)``). ``"cond_first"``: ``[cond; uncond]``.
+
+    ``sigma`` may be a (B,) tensor, a 0-d tensor or a Python float (made a (B,) tensor in
+    the working dtype of ``x``).
     """
     check_callable("model_cond", model_cond)
     check_callable("model_uncond", model_uncond, optional=True)
-    plan = _per_step_scales(scale, sigmas)
+    check_choice("batch_order", batch_order, BATCH_ORDERS)
+    if isinstance(scale, numbers.Real) and not isinstance(scale, bool):
+        scale = _real("scale", scale)
+        plan = None
+    else:
+        if isinstance(scale, (str, bool)) or scale is None:
+            scale_plan("scale", object() if scale is None else scale, [1])  # TypeError
+        if sigmas is None:
+            raise ValueError(
+                "sigmas is required with a per-step or dynamic scale: pass the sampler's grid "
+                "so each model call can find its step"
+            )
+        grid = read_grid("sigmas", sigmas, end=None)
+        ws = scale_plan("scale", scale, [len(grid) - 1])[0]
+        plan = (ws, grid[:-1])
+    uncond_first = batch_order == "uncond_first"
     cache: dict = {}
 
     def step_scale(sigma: torch.Tensor, like: torch.Tensor):
         if plan is None:
-            return float(scale)
+            return scale
         key = (sigma.device, like.dtype)
         if key not in cache:
             w, g = plan
-            wdt = torch.float64 if like.dtype == torch.float64 else torch.float32
             cache[key] = (
-                to_device(w, wdt, sigma.device),
+                to_device(w, work_dtype(like.dtype), sigma.device),
                 to_device(g, torch.float64, sigma.device),
             )
         w_t, g_t = cache[key]
@@ -132,23 +225,27 @@ def cfg(model_cond, model_uncond, scale, *, sigmas=None):
         return w.reshape(-1, *([1] * (like.dim() - 1)))
 
     def guided(x, sigma):
+        check_tensor("x", x)
+        if not isinstance(sigma, torch.Tensor):
+            value = _real("sigma", sigma)
+            sigma = torch.full((x.shape[0],), value, dtype=work_dtype(x.dtype), device=x.device)
         if model_uncond is None:
             s2 = torch.cat([sigma, sigma]) if sigma.dim() > 0 else sigma
             both = model_cond(torch.cat([x, x]), s2)
             if not isinstance(both, torch.Tensor) or both.shape[0] != 2 * x.shape[0]:
+                if isinstance(both, tuple):
+                    model_output("model_cond", both, x)  # the return_dict=False hint
                 raise ValueError(
                     "model_cond (batched, model_uncond=None) must return a tensor with twice "
                     f"the input's batch ({2 * x.shape[0]}), got "
                     f"{getattr(both, 'shape', type(both).__name__)}"
                 )
-            c, u = both.chunk(2)
+            first, second = both.chunk(2)
+            u, c = (first, second) if uncond_first else (second, first)
         else:
             c, u = model_cond(x, sigma), model_uncond(x, sigma)
-        check_output("model_cond", c, x)
-        check_output("model_uncond", u, x)
-        w = step_scale(sigma, x)
-        dt = c.dtype
-        cw, uw = (c.float(), u.float()) if dt in (torch.float16, torch.bfloat16) else (c, u)
-        return (uw + w * (cw - uw)).to(dt)  # u + w·(c - u)
+        c = model_output("model_cond", c, x)
+        u = model_output("model_uncond", u, x)
+        return combine(c, u, step_scale(sigma, x))
 
     return guided
