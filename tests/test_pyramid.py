@@ -523,3 +523,190 @@ def test_small_converters_and_empty_stage():
                             generator=torch.Generator().manual_seed(0))
     assert out[1].noisy.shape == (0, 2, 8, 8) and out[1].indices.numel() == 0
     assert out[0].indices.tolist() == [0, 1] and out[2].indices.tolist() == [2]
+
+
+# ----------------------------------------------------------------------------- any stage count
+@pytest.mark.parametrize("stages", [1, 2, 3, 4])
+def test_every_default_follows_stages(stages, fused):
+    """PyramidSchedule(stages=K) alone builds for K = 1..4 (uniform stage_range, stage shares
+    (1, 2, ..., 2, 1)), and its training inputs, jumps and grids work end to end."""
+    sch = PyramidSchedule(stages=stages)
+    assert sch.stage_range == tuple(i / stages for i in range(stages + 1))
+    ref = reference_tables(stages)
+    np.testing.assert_allclose(sch.start_sigmas, ref.start, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(sch.end_sigmas, ref.end, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(sch.time_slices, ref.slices, rtol=0, atol=1e-12)
+    shares = {1: (1,), 2: (1, 1), 3: (1, 2, 1), 4: (1, 2, 2, 1)}[stages]
+    B, size = 2 * sum(shares), 2 ** stages
+    g = torch.Generator().manual_seed(stages)
+    lat = torch.randn(B, 2, 3, size, size, generator=g)
+    noise = torch.randn(B, 2, 3, size, size, generator=g)
+    u = torch.rand(B, generator=g)
+    out = sch.training_inputs(lat, noise=noise, generator=per_sample_generators(B),
+                              u_sampler=fixed_u(u))
+    assert [o.indices.tolist() for o in out] == _stage_rows(B, shares)
+    want = reference_training_inputs(lat, noise, u, ref, shares)
+    for o in out:
+        assert o.noisy.shape[-1] == size // 2 ** (stages - 1 - o.stage)
+        for j, b in enumerate(o.indices.tolist()):
+            noisy, r, ts, tgt = want.sample(b)
+            torch.testing.assert_close(o.noisy[j], noisy, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(o.target[j], tgt, rtol=1e-6, atol=1e-6)
+            assert float(o.timestep[j]) == pytest.approx(float(ts), rel=1e-6)
+    # default draws too (no u_sampler, one generator)
+    assert len(sch.training_inputs(lat, generator=torch.Generator().manual_seed(0))) == stages
+    for k in range(1, stages):
+        a, _ = sch.renoise_coefficients(k)
+        x = torch.randn(1, 2, 2 ** k, 2 ** k, generator=g)
+        y = sch.jump(x, k, noise=torch.zeros(1, 2, 2 ** (k + 1), 2 ** (k + 1)))
+        torch.testing.assert_close(y, a * _upsample_nearest(x))
+        assert sch.jump(x, k, generator=g).shape == y.shape
+    for k in range(stages):
+        ts, rs = sch.stage_grid(k, 5)
+        assert rs[0] == 1 and rs[-1] == 0 and bool(torch.isfinite(ts).all())
+
+
+# ----------------------------------------------------------------------------- bad values speak
+@pytest.mark.parametrize("grid", ["reference", "exact"])
+@pytest.mark.parametrize("bad", [500.0, 1.5, 1.0, -0.1, float("nan"), float("inf")])
+def test_training_inputs_rejects_u_outside_unit_interval(grid, bad):
+    """Before: u = 500 was clamped to r = 0.001, u = 1.5 gave r = -0.5 (grid "exact") and
+    NaN passed through."""
+    sch = PyramidSchedule()
+    with pytest.raises(ValueError, match=r"u_sampler output u must be in \[0.0, 1.0\)"):
+        sch.training_inputs(torch.randn(4, 1, 8, 8), grid=grid,
+                            u_sampler=lambda n, **kw: torch.full((n,), bad))
+    with pytest.raises(ValueError, match="u must be in"):
+        sch.stage_inputs(1, torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8),
+                         torch.tensor([0.5, bad]), grid=grid)
+
+
+def test_local_ratio_grids():
+    sch = PyramidSchedule()
+    u = torch.tensor([0.0, 0.0004, 0.5, 0.99999])
+    r = sch.local_ratio(u)
+    np.testing.assert_allclose(r.numpy(), [1.0, 1.0, 0.5, 0.001], atol=1e-12)
+    np.testing.assert_allclose(sch.local_ratio(u, grid="exact").numpy(),
+                               (1 - u.double()).numpy(), atol=0)
+    assert r.dtype == F64
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda s: s.ratio_from_timestep(0, 2024.0), "timestep"),
+        (lambda s: s.ratio_from_timestep(2, -2.9), "timestep"),
+        (lambda s: s.ratio_from_timestep(1, torch.tensor([500.0, 2024.0])), "timestep"),
+        (lambda s: s.timestep_from_ratio(0, -2.9), "ratio"),
+        (lambda s: s.timestep_from_ratio(0, 2024), "ratio"),
+        (lambda s: s.timestep_from_ratio(0, torch.tensor([0.5, float("nan")])), "ratio"),
+        (lambda s: s.sigma_from_ratio(1, 1.5), "ratio"),
+        (lambda s: start_from_end(torch.tensor([3.0, -0.5]), 1 / 3), "e"),
+        (lambda s: start_from_end(2024.0, 1 / 3), "e"),
+        (lambda s: end_from_start(torch.tensor([0.5, -0.5]), 1 / 3), "s"),
+    ],
+)
+def test_converters_reject_out_of_range(call, name):
+    """Before: ratio_from_timestep(0, 2024) gave 5.0, timestep_from_ratio(0, -2.9) a
+    negative time, start_from_end([3.0, -0.5]) numbers outside [0, 1]."""
+    with pytest.raises(ValueError, match=rf"^{name} must be in"):
+        call(PyramidSchedule())
+
+
+def test_ratio_from_timestep_accepts_every_grid_timestep():
+    """No false alarm on the timesteps the sampler passes, even rounded to half precision."""
+    sch = PyramidSchedule()
+    for k in range(3):
+        for grid in ("reference", "exact"):
+            ts, rs = sch.stage_grid(k, 50, grid=grid)
+            for dt, tol in ((F64, 1e-12), (torch.float32, 1e-5), (torch.float16, 4e-3)):
+                r = sch.ratio_from_timestep(k, ts.to(dt))
+                assert r.dtype == dt
+                np.testing.assert_allclose(r.double().numpy(), rs[:-1].numpy(), atol=tol)
+
+
+def test_negative_gamma_points_at_the_converter():
+    """Before: "gamma must be in (0.0, 0.333...], got -0.333" without the fix."""
+    for call in (lambda: PyramidSchedule(gamma=-1 / 3), lambda: start_from_end(0.5, -1 / 3),
+                 lambda: end_from_start(0.5, -0.2)):
+        with pytest.raises(ValueError, match=r"gamma_paper_to_code\(-0\.\d+\) = 0\.\d+"):
+            call()
+
+
+@pytest.mark.parametrize(
+    "shape, match",
+    [
+        ((4, 1, 0, 16, 16), "channel and frame sizes must be positive"),  # T = 0
+        ((4, 0, 16, 16), "channel and frame sizes must be positive"),  # C = 0
+        ((4, 1, 2, 0, 16), "H and W must be positive"),  # H = 0
+        ((4, 1, 16, 0), "H and W must be positive"),  # W = 0
+    ],
+)
+def test_zero_sizes_are_named(shape, match):
+    """Before: T = 0 or C = 0 failed inside avg_pool2d ("Expected 3D or 4D ...")."""
+    with pytest.raises(ValueError, match=rf"latents: .*{match}"):
+        PyramidSchedule().training_inputs(torch.randn(shape))
+
+
+def test_small_helpers_name_bad_input():
+    sch = PyramidSchedule()
+    with pytest.raises(ValueError, match=r"shape must be \(B, C, H, W\)"):
+        sch.level_shape((16,), 0)  # before: IndexError
+    with pytest.raises(TypeError, match="shape"):
+        sch.level_shape("16x16", 0)
+    with pytest.raises(ValueError, match="x must be a tensor"):
+        _upsample_nearest([1.0])  # before: AttributeError
+    with pytest.raises(ValueError, match="u must be a tensor of shape"):
+        sch.stage_inputs(0, torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8), torch.rand(3))
+    with pytest.raises(ValueError, match="noise must have"):
+        sch.stage_inputs(0, torch.randn(2, 1, 8, 8), torch.randn(2, 1, 4, 4), torch.rand(2))
+    with pytest.raises(TypeError, match="u_sampler must be a callable"):
+        sch.training_inputs(torch.randn(4, 1, 8, 8), u_sampler=0.5)
+    with pytest.raises(ValueError, match="grid"):
+        sch.training_inputs(torch.randn(4, 1, 8, 8), grid="compat")
+    with pytest.raises(ValueError, match="not both"):
+        sch.training_inputs(torch.randn(4, 1, 8, 8), stage_shares=(1, 2, 1),
+                            sample_ratios=(1, 2, 1))
+
+
+def test_stage_inputs_is_training_inputs_per_stage(fused):
+    sch = PyramidSchedule()
+    g = torch.Generator().manual_seed(9)
+    lat, noise = torch.randn(8, 2, 2, 8, 8, generator=g), torch.randn(8, 2, 2, 8, 8, generator=g)
+    u = torch.rand(8, generator=g)
+    out = sch.training_inputs(lat, noise=noise, generator=per_sample_generators(8),
+                              u_sampler=fixed_u(u), grid="exact")
+    for o in out:
+        rows = o.indices
+        one = sch.stage_inputs(o.stage, lat[rows], noise[rows], u[rows], grid="exact")
+        assert one.indices.tolist() == list(range(rows.numel()))
+        for f in ("noisy", "target", "ratio", "timestep", "sigma"):
+            torch.testing.assert_close(getattr(one, f), getattr(o, f), rtol=0, atol=0)
+    # the old keyword sample_ratios= still names the stage shares
+    old = sch.training_inputs(lat, sample_ratios=(2, 1, 1), noise=noise,
+                              generator=per_sample_generators(8), u_sampler=fixed_u(u))
+    assert [o.indices.tolist() for o in old] == _stage_rows(8, (2, 1, 1))
+
+
+def test_fused_equals_plain_half_and_empty(monkeypatch):
+    """The fast path of stage_inputs gives the plain formula lines' numbers (float32 rounding;
+    one bf16 rounding for bf16), every stage, and an empty batch."""
+    sch = PyramidSchedule(stages=4)
+    g = torch.Generator().manual_seed(3)
+    for dt, tol in ((F64, 1e-14), (torch.float32, 1e-6), (torch.bfloat16, 1.6e-2)):
+        lat = torch.randn(3, 2, 2, 16, 24, generator=g).to(dt)
+        noise = torch.randn(3, 2, 2, 16, 24, generator=g).to(dt)
+        u = torch.rand(3, generator=g)
+        for k in range(4):
+            res = {}
+            for flag in (True, False):
+                monkeypatch.setattr(pyramid_module, "_FUSED", flag)
+                res[flag] = sch.stage_inputs(k, lat, noise, u)
+            for f in ("noisy", "target"):
+                a, b = getattr(res[True], f), getattr(res[False], f)
+                assert a.dtype == dt
+                torch.testing.assert_close(a.double(), b.double(), rtol=tol, atol=tol)
+    empty = sch.stage_inputs(2, torch.zeros(0, 1, 8, 8), torch.zeros(0, 1, 8, 8), torch.zeros(0))
+    assert empty.noisy.shape == (0, 1, 4, 4) and empty.ratio.shape == (0,)
+    out = sch.training_inputs(torch.zeros(0, 1, 8, 8), generator=[])
+    assert [o.noisy.shape[0] for o in out] == [0, 0, 0, 0]
