@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import vidnoise.pyramid as pyramid_module
 from _reference_pyramid_flow import (
@@ -710,3 +712,30 @@ def test_fused_equals_plain_half_and_empty(monkeypatch):
     assert empty.noisy.shape == (0, 1, 4, 4) and empty.ratio.shape == (0,)
     out = sch.training_inputs(torch.zeros(0, 1, 8, 8), generator=[])
     assert [o.noisy.shape[0] for o in out] == [0, 0, 0, 0]
+
+
+@settings(max_examples=60)
+@given(e=st.floats(0.0, 1.0), gamma=st.floats(1e-6, 1 / 3))
+def test_jump_levels_property(e, gamma):
+    """For any e in [0, 1] and γ in (0, 1/3]: s <= e, end_from_start inverts start_from_end,
+    and the covariance identity of docs/math.md §5 holds."""
+    s = start_from_end(e, gamma)
+    assert 0.0 <= s <= e + 1e-15
+    assert end_from_start(s, gamma) == pytest.approx(e, rel=1e-9, abs=1e-12)
+    if e > 0:
+        alpha = s / e
+        beta = alpha * (1 - e) / math.sqrt(gamma)
+        assert alpha**2 * (1 - e) ** 2 == pytest.approx(beta**2 * gamma, rel=1e-9, abs=1e-15)
+        assert beta**2 * (1 + gamma) == pytest.approx((1 - s) ** 2, rel=1e-9, abs=1e-15)
+
+
+def test_training_inputs_on_meta_device():
+    """No host sync or CPU-only op in training_inputs: it runs on meta tensors."""
+    sch = PyramidSchedule()
+    lat = torch.empty(4, 2, 3, 16, 16, device="meta")
+    out = sch.training_inputs(lat, noise=torch.empty_like(lat),
+                              u_sampler=lambda n, **kw: torch.empty(n, device="meta"))
+    assert [o.noisy.shape for o in out] == [(1, 2, 3, 4, 4), (2, 2, 3, 8, 8), (1, 2, 3, 16, 16)]
+    assert all(o.noisy.device.type == "meta" and o.timestep.device.type == "meta" for o in out)
+    y = sch.jump(torch.empty(1, 2, 4, 4, device="meta"), 1)
+    assert y.shape == (1, 2, 8, 8) and y.device.type == "meta"

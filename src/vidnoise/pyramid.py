@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from vidnoise._checks import (
+    check_bool,
     check_callable,
     check_choice,
     check_float,
@@ -219,8 +220,7 @@ def _default_u_sampler():
 def _grid_choice(grid, compat, where: str) -> str:
     """``grid``, or the old boolean ``compat`` (True -> "reference", False -> "exact")."""
     if compat is not None:
-        if not isinstance(compat, bool):
-            raise TypeError(f"compat must be True or False, got {compat!r}")
+        check_bool("compat", compat)
         if grid != "reference":
             raise ValueError(f"{where}: give grid= or the old compat=, not both")
         return "reference" if compat else "exact"
