@@ -227,6 +227,62 @@ def _grid_choice(grid, compat, where: str) -> str:
     return check_choice("grid", grid, GRIDS)
 
 
+# ----------------------------------------------------------------------------- schedule helpers
+def _check_sizes(name: str, shape, stages: int) -> None:
+    f = 2 ** (stages - 1)
+    h, w = shape[-2], shape[-1]
+    if h % f or w % f or h == 0 or w == 0:
+        raise ValueError(
+            f"{name}: H and W must be positive multiples of 2^(stages-1) = {f} so that every "
+            f"stage jump doubles an integer size (no odd H or W at a jump), got H={h}, W={w}"
+        )
+    if any(s == 0 for s in shape[1:-2]):
+        raise ValueError(
+            f"{name}: the channel and frame sizes must be positive, got shape {tuple(shape)}"
+        )
+
+
+def _stage_shares(K: int, stage_shares, sample_ratios) -> tuple[int, ...]:
+    if sample_ratios is not None:
+        if stage_shares is not None:
+            raise ValueError("give stage_shares (or its old name sample_ratios), not both")
+        stage_shares = sample_ratios
+    if stage_shares is None:
+        return _default_stage_shares(K)
+    if not isinstance(stage_shares, Sequence) or len(stage_shares) != K:
+        raise ValueError(
+            f"stage_shares must be a sequence of stages = {K} ints >= 0, got {stage_shares!r}"
+        )
+    shares = tuple(check_int("stage_shares", v, minimum=0) for v in stage_shares)
+    if sum(shares) < 1:
+        raise ValueError(f"stage_shares must sum to at least 1, got {shares}")
+    return shares
+
+
+def _draw_u(sampler, rows, gens, device) -> torch.Tensor:
+    n = rows.numel()
+    if n == 0:
+        return torch.zeros(0, device=device)
+    sub = [gens[i] for i in rows.tolist()] if isinstance(gens, list) else gens
+    u = sampler(n, generator=sub, device=device)
+    if not isinstance(u, torch.Tensor) or u.shape != (n,) or not u.is_floating_point():
+        got = f"{u.dtype} {tuple(u.shape)}" if isinstance(u, torch.Tensor) else type(u)
+        raise ValueError(
+            f"u_sampler must return a floating tensor of shape ({n},) of u in [0, 1), "
+            f"got {got}"
+        )
+    check_values("u_sampler output u", u, low=0.0, high=1.0, high_open=True)
+    return u
+
+
+def _empty_batch(k: int, shape, latents: torch.Tensor, wd: torch.dtype) -> StageBatch:
+    empty = latents.new_zeros(shape)
+    zero = torch.zeros(0, dtype=wd, device=latents.device)
+    idx = torch.zeros(0, dtype=torch.int64, device=latents.device)
+    return StageBatch(stage=k, indices=idx, noisy=empty, target=empty.clone(), ratio=zero,
+                      timestep=zero.clone(), sigma=zero.clone())
+
+
 # ----------------------------------------------------------------------------- schedule
 @dataclass(frozen=True)
 class PyramidSchedule:
@@ -330,22 +386,9 @@ class PyramidSchedule:
         shape = check_shape("shape", shape)
         if len(shape) not in (4, 5):
             raise ValueError(f"shape must be (B, C, H, W) or (B, C, T, H, W), got {shape}")
-        self._check_sizes("shape", shape)
+        _check_sizes("shape", shape, self.stages)
         f = 2 ** (self.stages - 1 - stage)
         return (*shape[:-2], shape[-2] // f, shape[-1] // f)
-
-    def _check_sizes(self, name: str, shape) -> None:
-        f = 2 ** (self.stages - 1)
-        h, w = shape[-2], shape[-1]
-        if h % f or w % f or h == 0 or w == 0:
-            raise ValueError(
-                f"{name}: H and W must be positive multiples of 2^(stages-1) = {f} so that every "
-                f"stage jump doubles an integer size (no odd H or W at a jump), got H={h}, W={w}"
-            )
-        if any(s == 0 for s in shape[1:-2]):
-            raise ValueError(
-                f"{name}: the channel and frame sizes must be positive, got shape {tuple(shape)}"
-            )
 
     # ------------------------------------------------------------------ inference grid
     def stage_grid(self, stage: int, n: int, *, grid: str = "reference", compat=None):
@@ -455,7 +498,7 @@ class PyramidSchedule:
         """
         k = self._stage(stage)
         check_tensor("latents", latents, ndims=(4, 5))
-        self._check_sizes("latents", latents.shape)
+        _check_sizes("latents", latents.shape, self.stages)
         _check_noise(noise, latents.shape, "the shape of latents")
         n = latents.shape[0]
         if not isinstance(u, torch.Tensor) or u.shape != (n,):
@@ -464,7 +507,7 @@ class PyramidSchedule:
         r = self.local_ratio(u.to(latents.device), grid=grid)
         wd, K = work_dtype(latents.dtype), self.stages
         if n == 0:
-            return self._empty_batch(k, latents, wd)
+            return _empty_batch(k, self.level_shape(latents.shape, k), latents, wd)
         levels = [latents]  # clean_{K-1}, clean_{K-2}, ..., clean_{k-1}
         for _ in range(K - 1 - k + (k > 0)):
             levels.append(_bilinear_half(levels[-1]))
@@ -474,7 +517,7 @@ class PyramidSchedule:
         r_b = r.to(wd).view(n, *([1] * (latents.dim() - 1)))
 
         prev = levels[-1].to(wd) if k > 0 else None  # clean_{k-1}
-        if _FUSED:  # the same numbers, fewer passes over memory (tests compare both)
+        if _FUSED:  # same numbers up to rounding, fewer passes over memory (tests run both)
             noisy, target = _fused_noisy_target(k == K - 1, s_sig, e_sig, n_k, clean, prev, r_b)
         else:
             start = n_k if k == 0 else s_sig * n_k + (1 - s_sig) * _upsample_nearest(prev)
@@ -489,13 +532,6 @@ class PyramidSchedule:
             timestep=(t_min + r * (t_max - t_min)).to(wd),
             sigma=(e_sig + r * (s_sig - e_sig)).to(wd),
         )
-
-    def _empty_batch(self, k: int, latents: torch.Tensor, wd: torch.dtype) -> StageBatch:
-        empty = latents.new_zeros(self.level_shape(latents.shape, k))
-        zero = torch.zeros(0, dtype=wd, device=latents.device)
-        idx = torch.zeros(0, dtype=torch.int64, device=latents.device)
-        return StageBatch(stage=k, indices=idx, noisy=empty, target=empty.clone(), ratio=zero,
-                          timestep=zero.clone(), sigma=zero.clone())
 
     def training_inputs(
         self,
@@ -534,8 +570,8 @@ class PyramidSchedule:
         Same noise and u in, same numbers out as the reference ``add_pyramid_noise``.
         """
         check_tensor("latents", latents, ndims=(4, 5))
-        self._check_sizes("latents", latents.shape)
-        shares = self._stage_shares(stage_shares, sample_ratios)
+        _check_sizes("latents", latents.shape, self.stages)
+        shares = _stage_shares(self.stages, stage_shares, sample_ratios)
         grid = check_choice("grid", grid, GRIDS)
         sampler = check_callable("u_sampler", u_sampler, optional=True) or _default_u_sampler()
         B, S = latents.shape[0], sum(shares)
@@ -557,44 +593,11 @@ class PyramidSchedule:
         for k, share in enumerate(shares):
             a, first = first, first + share
             rows = columns(torch.arange(B), a, first)
-            u = self._draw_u(sampler, rows, gens, latents.device)
+            u = _draw_u(sampler, rows, gens, latents.device)
             batch = self.stage_inputs(k, columns(latents, a, first), columns(noise, a, first),
                                       u, grid=grid)
             out.append(dataclasses.replace(batch, indices=rows.to(latents.device)))
         return out
-
-    def _stage_shares(self, stage_shares, sample_ratios) -> tuple[int, ...]:
-        if sample_ratios is not None:
-            if stage_shares is not None:
-                raise ValueError("give stage_shares (or its old name sample_ratios), not both")
-            stage_shares = sample_ratios
-        if stage_shares is None:
-            return _default_stage_shares(self.stages)
-        K = self.stages
-        if not isinstance(stage_shares, Sequence) or len(stage_shares) != K:
-            raise ValueError(
-                f"stage_shares must be a sequence of stages = {K} ints >= 0, got {stage_shares!r}"
-            )
-        shares = tuple(check_int("stage_shares", v, minimum=0) for v in stage_shares)
-        if sum(shares) < 1:
-            raise ValueError(f"stage_shares must sum to at least 1, got {shares}")
-        return shares
-
-    @staticmethod
-    def _draw_u(sampler, rows, gens, device) -> torch.Tensor:
-        n = rows.numel()
-        if n == 0:
-            return torch.zeros(0, device=device)
-        sub = [gens[i] for i in rows.tolist()] if isinstance(gens, list) else gens
-        u = sampler(n, generator=sub, device=device)
-        if not isinstance(u, torch.Tensor) or u.shape != (n,) or not u.is_floating_point():
-            got = f"{u.dtype} {tuple(u.shape)}" if isinstance(u, torch.Tensor) else type(u)
-            raise ValueError(
-                f"u_sampler must return a floating tensor of shape ({n},) of u in [0, 1), "
-                f"got {got}"
-            )
-        check_values("u_sampler output u", u, low=0.0, high=1.0, high_open=True)
-        return u
 
 
 # Old public name, not in __all__: kept only while src/vidnoise/demo/sample.py and
