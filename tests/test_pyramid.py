@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import vidnoise.pyramid as pyramid_module
@@ -716,17 +716,21 @@ def test_fused_equals_plain_half_and_empty(monkeypatch):
 
 @settings(max_examples=60)
 @given(e=st.floats(0.0, 1.0), gamma=st.floats(1e-6, 1 / 3))
+@example(e=5e-324, gamma=0.25)
+@example(e=1.0, gamma=1 / 3)
+@example(e=0.0, gamma=1e-6)
 def test_jump_levels_property(e, gamma):
     """For any e in [0, 1] and γ in (0, 1/3]: s <= e, end_from_start inverts start_from_end,
     and the covariance identity of docs/math.md §5 holds."""
     s = start_from_end(e, gamma)
     assert 0.0 <= s <= e + 1e-15
     assert end_from_start(s, gamma) == pytest.approx(e, rel=1e-9, abs=1e-12)
-    if e > 0:
-        alpha = s / e
-        beta = alpha * (1 - e) / math.sqrt(gamma)
-        assert alpha**2 * (1 - e) ** 2 == pytest.approx(beta**2 * gamma, rel=1e-9, abs=1e-15)
-        assert beta**2 * (1 + gamma) == pytest.approx((1 - s) ** 2, rel=1e-9, abs=1e-15)
+    # α written independently (not as s/e, which loses everything for subnormal e)
+    alpha = 1 / (math.sqrt(1 + 1 / gamma) * (1 - e) + e)
+    beta = alpha * (1 - e) / math.sqrt(gamma)
+    assert s == pytest.approx(alpha * e, rel=1e-12, abs=1e-300)
+    assert alpha**2 * (1 - e) ** 2 == pytest.approx(beta**2 * gamma, rel=1e-9, abs=1e-15)
+    assert beta**2 * (1 + gamma) == pytest.approx((1 - s) ** 2, rel=1e-9, abs=1e-15)
 
 
 def test_training_inputs_on_meta_device():
