@@ -743,3 +743,55 @@ def test_training_inputs_on_meta_device():
     assert all(o.noisy.device.type == "meta" and o.timestep.device.type == "meta" for o in out)
     y = sch.jump(torch.empty(1, 2, 4, 4, device="meta"), 1)
     assert y.shape == (1, 2, 8, 8) and y.device.type == "meta"
+
+
+@settings(max_examples=25)
+@given(
+    stages=st.integers(1, 4),
+    shares_seed=st.integers(0, 10**6),
+    frames=st.sampled_from([None, 1, 3]),
+    grid_scale=st.integers(1, 3),
+    grid=st.sampled_from(["reference", "exact"]),
+    fused=st.booleans(),
+)
+def test_training_inputs_property_any_stage_count(stages, shares_seed, frames, grid_scale,
+                                                  grid, fused):
+    """For any stage count, stage shares, layout (4-D or 5-D) and size, training_inputs
+    gives the reference's numbers sample by sample (grid "exact": the same formulas with
+    r = 1 - u, checked against the reference's end points)."""
+    rng = np.random.default_rng(shares_seed)
+    shares = tuple(int(v) for v in rng.integers(0, 3, stages))
+    if sum(shares) == 0:
+        shares = (1,) * stages
+    sch = PyramidSchedule(stages=stages)
+    size = 2 ** (stages - 1) * grid_scale
+    B = sum(shares)
+    shape = (B, 2, size, size) if frames is None else (B, 2, frames, size, size)
+    g = torch.Generator().manual_seed(shares_seed)
+    lat, noise = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    u = torch.rand(B, generator=g)
+    old = pyramid_module._FUSED
+    pyramid_module._FUSED = fused
+    try:
+        out = sch.training_inputs(lat, stage_shares=shares, noise=noise, grid=grid,
+                                  generator=per_sample_generators(B), u_sampler=fixed_u(u))
+    finally:
+        pyramid_module._FUSED = old
+    lat5 = lat if frames else lat.unsqueeze(2)
+    ref = reference_training_inputs(lat5, noise if frames else noise.unsqueeze(2), u,
+                                    reference_tables(stages), shares)
+    assert [o.indices.tolist() for o in out] == _stage_rows(B, shares)
+    for o in out:
+        for j, b in enumerate(o.indices.tolist()):
+            noisy, r, _, tgt = ref.sample(b)
+            mine = o.noisy[j] if frames else o.noisy[j].unsqueeze(1)
+            torch.testing.assert_close(o.target[j] if frames else o.target[j].unsqueeze(1),
+                                       tgt, rtol=1e-6, atol=1e-6)
+            if grid == "reference":
+                torch.testing.assert_close(mine, noisy, rtol=1e-6, atol=1e-6)
+            else:  # noisy = end + r·target with r = 1 - u
+                rr = 1 - float(u[b])
+                end = noisy.double() - float(r) * tgt.double()
+                torch.testing.assert_close(mine.double(), end + rr * tgt.double(), rtol=1e-5,
+                                           atol=1e-5)
+                assert float(o.ratio[j]) == pytest.approx(rr, abs=1e-7)
