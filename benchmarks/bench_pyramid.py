@@ -4,9 +4,9 @@ The reference is Pyramid-Flow's training path rebuilt from its description, shar
 tests (``tests/_reference_pyramid_flow.py``: ``get_pyramid_latent`` + ``add_pyramid_noise``
 with the scheduler's tables computed by numpy). Both get the same noise and the same u
 (sample ``b`` gets ``u[b]``), the outputs are compared, and three things are timed in the
-same run, interleaved (median and best of the repeats): the reference, ``training_inputs``
-(its fused fast path) and ``training_inputs`` with the plain formula lines of
-``stage_inputs``. Prints a markdown table.
+same run, interleaved in rotating order (median and best of the repeats): the reference,
+``training_inputs`` (its fused fast path) and ``training_inputs`` with the plain formula
+lines of ``stage_inputs``. Prints a markdown table.
 
     PYTHONPATH=src python benchmarks/bench_pyramid.py [--repeats 7] [--device cpu] [--threads 1]
 """
@@ -104,9 +104,10 @@ def main():
             "plain": lambda a=a, g=gens: ours(*a, sch, g, fused=False),
         }
         t = {key: [] for key in runs}
-        for _ in range(args.repeats):  # interleave to share any drift of the machine
-            for key, fn in runs.items():
-                t[key].append(_once(fn, sync))
+        keys = list(runs)
+        for i in range(args.repeats):  # interleaved, order rotated: shares the machine's drift
+            for key in keys[i % 3:] + keys[:i % 3]:
+                t[key].append(_once(runs[key], sync))
         med = {key: statistics.median(v) * 1e3 for key, v in t.items()}
         best = {key: min(v) * 1e3 for key, v in t.items()}
         print(f"| {name} | {med['ref']:.1f} / {best['ref']:.1f} | {med['fused']:.1f} / "
