@@ -211,9 +211,11 @@ class StageBatch:
 
 
 def _default_u_sampler():
-    """``vidnoise.timesteps.uniform`` (u ~ U[0, 1) per sample), imported lazily."""
-    from vidnoise.timesteps import uniform
-
+    """The library's uniform sampler (u ~ U[0, 1) per sample), imported lazily."""
+    try:
+        from vidnoise.sigma_samplers import uniform
+    except ImportError:  # the module's name before the rename on main; drop after the merge
+        from vidnoise.timesteps import uniform
     return uniform
 
 
@@ -561,7 +563,7 @@ class PyramidSchedule:
                 noise (unless ``noise`` is given), then u for stage 0, 1, ... With one
                 generator per sample, sample ``b``'s numbers depend only on generator ``b``.
             u_sampler: callable ``(n, *, generator, device) -> (n,)`` floating tensor of u in
-                [0, 1) (default :func:`vidnoise.timesteps.uniform`); values outside [0, 1)
+                [0, 1) (default: the library's ``uniform`` σ sampler); values outside [0, 1)
                 or NaN raise ``ValueError`` (checked on the host for CPU tensors).
             noise: full-resolution noise (shape of ``latents``) instead of a draw.
             grid: "reference" (ratios on the N-point grid) or "exact" (``r = 1 - u``).
