@@ -182,6 +182,30 @@ def test_stage0_start_velocity_closed_form():
     torch.testing.assert_close(c, -(1 - e) * D[0] @ data.mean, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("stages", [1, 2, 3, 4])
+def test_exact_oracle_for_any_stage_count(stages):
+    """PyramidSchedule(stages=K) with every default (it failed to build for K != 3): the
+    exact stage velocity equals the joint posterior at each stage, and the exact model drives
+    sample_pyramid to a finite sample of the right shape."""
+    from vidnoise.samplers.pyramid import sample_pyramid
+
+    size = 2 ** stages
+    data = GaussianData(torch.linspace(-0.5, 0.5, size * size, dtype=F64),
+                        powerlaw_cov(size, size))
+    sch = PyramidSchedule(stages=stages)
+    for k in range(stages):
+        f = 2 ** (stages - 1 - k)
+        x = torch.randn(3, 1, size // f, size // f, dtype=F64,
+                        generator=torch.Generator().manual_seed(k))
+        for r in (0.9, 0.2):
+            want = _joint_velocity(data, sch, k, r, x)
+            got = exact_stage_velocity(data, sch, k)(x, r)
+            torch.testing.assert_close(got.reshape(3, -1), want, rtol=1e-9, atol=1e-10)
+    out = sample_pyramid(exact_pyramid_model(data, sch), (2, 1, size, size), sch, 4,
+                         generator=torch.Generator().manual_seed(0), dtype=F64)
+    assert out.shape == (2, 1, size, size) and bool(torch.isfinite(out).all())
+
+
 def test_exact_pyramid_model_uses_timestep():
     data = GaussianData(None, powerlaw_cov(8, 8))
     sch = PyramidSchedule()
@@ -227,8 +251,8 @@ def test_proof3_training_targets_regress_to_exact_velocity(u, capsys):
     n = 12288  # samples per stage (>> 256 = largest stage dimension)
     x0 = data.sample(3 * n, torch.Generator().manual_seed(11))
     batches = sch.training_inputs(
-        x0, sample_ratios=(1, 1, 1), generator=torch.Generator().manual_seed(12),
-        sigma_sampler=lambda m, **kw: torch.full((m,), u, dtype=F64))
+        x0, stage_shares=(1, 1, 1), generator=torch.Generator().manual_seed(12),
+        u_sampler=lambda m, **kw: torch.full((m,), u, dtype=F64))
     r = 1 - math.floor(u * 1000) / 1000
     rows = []
     for b in batches:

@@ -1,5 +1,6 @@
 """Tests of vidnoise.pyramid: schedule values, jump algebra, stage jump (proof test 1),
-training inputs against a rebuilt reference ``add_pyramid_noise``, history corruption."""
+training inputs against the reference ``add_pyramid_noise`` rebuilt in
+tests/_reference_pyramid_flow.py, stages 1 to 4 end to end, bad input."""
 
 from __future__ import annotations
 
@@ -9,112 +10,29 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
+import vidnoise.pyramid as pyramid_module
+from _reference_pyramid_flow import (
+    fixed_u,
+    per_sample_generators,
+    reference_tables,
+    reference_training_inputs,
+)
 from vidnoise.oracles.gaussian import GaussianData, powerlaw_cov, pyramid_operators
 from vidnoise.pyramid import (
     PyramidSchedule,
     StageBatch,
-    corrupt_history,
+    _upsample_nearest,
     end_from_start,
     start_from_end,
-    upsample_nearest,
 )
 
 F64 = torch.float64
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
-
-
-# ----------------------------------------------------------------------------- reference
-def _reference_scheduler(stages, stage_range, gamma, shift=1.0, N=1000):
-    """The reference scheduler's initialisation, rebuilt from its description with numpy:
-    float32 grid t = N..1, σ = t/N shifted, σ read at int(stage_range·N), start corrected
-    with 1/(sqrt(1+1/γ)(1-e)+e)·e, ratios by cumulative stage length, per-stage training
-    timesteps linspace(τ[int(a·N)], τ[min(int(b·N), N-1)], N+1)[:-1]."""
-    t = np.linspace(1, N, N, dtype=np.float32)[::-1].copy()
-    sig = t / np.float32(N)
-    sig = (np.float32(shift) * sig / (np.float32(1) + np.float32(shift - 1) * sig)).astype(
-        np.float32)
-    tau = (sig * np.float32(N)).astype(np.float32)
-    ori, start, end, dist = [], [], [], []
-    for k in range(stages):
-        i0 = max(int(stage_range[k] * N), 0)
-        i1 = min(int(stage_range[k + 1] * N), N)
-        s = float(sig[i0])
-        e = float(sig[i1]) if i1 < N else 0.0
-        ori.append(s)
-        if k:
-            o = 1 - s
-            s = 1 - (1 / (math.sqrt(1 + 1 / gamma) * (1 - o) + o)) * o
-        start.append(s)
-        end.append(e)
-        dist.append(s - e)
-    tot = sum(dist)
-    ratios = []
-    for k in range(stages):
-        a = 0.0 if k == 0 else sum(dist[:k]) / tot
-        b = 1.0 if k == stages - 1 else sum(dist[: k + 1]) / tot
-        ratios.append((a, b))
-    ts = []
-    for a, b in ratios:
-        tmax = float(tau[int(a * N)])
-        tmin = float(tau[min(int(b * N), N - 1)])
-        ts.append(np.linspace(tmax, tmin, N + 1)[:-1])
-    rs = np.linspace(1, 0, N + 1)[:-1]
-    return dict(ori=ori, start=start, end=end, ratios=ratios, ts=ts, rs=rs)
-
-
-def _rearr(x):  # b c t h w -> (b t) c h w (a copy, as einops does)
-    b, c, t, h, w = x.shape
-    return x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w), t
-
-
-def _unrearr(x, t):
-    bt, c, h, w = x.shape
-    return x.reshape(bt // t, t, c, h, w).permute(0, 2, 1, 3, 4)
-
-
-def reference_add_pyramid_noise(latents, noise, u, sch, sample_ratios):
-    """The reference training-input builder, rebuilt from its description: latent pyramid and
-    noise pyramid (interpolate bilinear, x2 for noise) for the whole batch, then one loop
-    iteration per column ``index::S`` with its own u, nearest upsampling by interpolate,
-    float64 ratios. Returns per-column lists (noisy, ratio, timestep, target)."""
-    K = sch.stages
-    ref = _reference_scheduler(K, sch.stage_range, sch.gamma, sch.shift, sch.num_train_timesteps)
-    N = sch.num_train_timesteps
-    lat_list, noise_list = [latents], [noise]
-    cur_l, cur_n = latents, noise
-    for _ in range(K - 1):
-        xl, t = _rearr(cur_l)
-        xn, _ = _rearr(cur_n)
-        h, w = xl.shape[-2] // 2, xl.shape[-1] // 2
-        cur_l = _unrearr(F.interpolate(xl, size=(h, w), mode="bilinear"), t)
-        cur_n = _unrearr(F.interpolate(xn, size=(h, w), mode="bilinear") * 2, t)
-        lat_list.append(cur_l)
-        noise_list.append(cur_n)
-    lat_list, noise_list = lat_list[::-1], noise_list[::-1]
-    S = sum(sample_ratios)
-    col_stage = [k for k, c in enumerate(sample_ratios) for _ in range(c)]
-    out = []
-    for index in range(S):
-        k = col_stage[index]
-        clean = lat_list[k][index::S]
-        s_sig, e_sig = ref["start"][k], ref["end"][k]
-        if k == 0:
-            start = noise_list[k][index::S]
-        else:
-            last, t = _rearr(lat_list[k - 1][index::S])
-            last = F.interpolate(last, size=(last.shape[-2] * 2, last.shape[-1] * 2),
-                                 mode="nearest")
-            start = s_sig * noise_list[k][index::S] + (1 - s_sig) * _unrearr(last, t)
-        end = clean if k == K - 1 else e_sig * noise_list[k][index::S] + (1 - e_sig) * clean
-        idx = (u[index::S] * N).long().clamp(0, N - 1)
-        ts = torch.from_numpy(ref["ts"][k])[idx]
-        r = torch.from_numpy(ref["rs"])[idx].reshape(-1, 1, 1, 1, 1)
-        noisy = (r * start + (1 - r) * end).to(latents.dtype)
-        out.append((noisy, r.reshape(-1), ts, start - end))
-    return out
 
 
 # ----------------------------------------------------------------------------- schedule values
@@ -124,10 +42,10 @@ def test_default_reference_values():
     np.testing.assert_allclose(s.end_sigmas, (0.667, 0.334, 0.0), atol=1e-5)
     np.testing.assert_allclose(s.ori_start_sigmas, (1.0, 0.667, 0.334), atol=1e-5)
     np.testing.assert_allclose(
-        s.timestep_ratios, ((0, 0.25616), (0.25616, 0.61480), (0.61480, 1.0)), atol=1e-5)
+        s.time_slices, ((0, 0.25616), (0.25616, 0.61480), (0.61480, 1.0)), atol=1e-5)
     np.testing.assert_allclose(s.renoise_coefficients(1), (0.59988, 0.69303), atol=1e-5)
     np.testing.assert_allclose(s.renoise_coefficients(2), (0.74963, 0.43366), atol=1e-5)
-    # pseudo-time (math note): stage 0 1000 -> 744.256, 1: 744 -> 386.358, 2: 386 -> 1.385
+    # pseudo-time (docs/math.md §4): stage 0 1000 -> 744.256, 1: 744 -> 386.358, 2: 386 -> 1.385
     firsts = [s.stage_grid(k, 1000)[0] for k in range(3)]
     np.testing.assert_allclose([float(t[0]) for t in firsts], (1000, 744, 386), atol=1e-9)
     np.testing.assert_allclose([float(t[-1]) for t in firsts], (744.256, 386.358, 1.385),
@@ -146,37 +64,47 @@ def test_default_reference_values():
 )
 def test_schedule_matches_rebuilt_reference(stages, stage_range, gamma, shift):
     s = PyramidSchedule(stages, stage_range, gamma, shift)
-    ref = _reference_scheduler(stages, stage_range, gamma, shift)
-    np.testing.assert_allclose(s.ori_start_sigmas, ref["ori"], rtol=0, atol=1e-12)
-    np.testing.assert_allclose(s.start_sigmas, ref["start"], rtol=0, atol=1e-12)
-    np.testing.assert_allclose(s.end_sigmas, ref["end"], rtol=0, atol=1e-12)
-    np.testing.assert_allclose(s.timestep_ratios, ref["ratios"], rtol=0, atol=1e-12)
+    ref = reference_tables(stages, stage_range, gamma, shift)
+    np.testing.assert_allclose(s.ori_start_sigmas, ref.ori_start, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(s.start_sigmas, ref.start, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(s.end_sigmas, ref.end, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(s.time_slices, ref.slices, rtol=0, atol=1e-12)
     for k in range(stages):
-        # compat grid: reference set_timesteps = linspace(first, last of the training grid, n)
+        # reference grid: reference set_timesteps = linspace(first, last of the training grid, n)
         for n in (1, 7, 20):
             ts, rs = s.stage_grid(k, n)
-            want_t = np.linspace(ref["ts"][k][0], ref["ts"][k][-1], n)
-            want_r = np.concatenate([np.linspace(1.0, ref["rs"][-1], n), [0.0]])
+            want_t = np.linspace(ref.timesteps[k][0], ref.timesteps[k][-1], n)
+            want_r = np.concatenate([np.linspace(1.0, ref.ratios[-1], n), [0.0]])
             np.testing.assert_allclose(ts.numpy(), want_t, rtol=1e-12, atol=1e-9)
             np.testing.assert_allclose(rs.numpy(), want_r, rtol=0, atol=1e-15)
         # training grid: t(r) for r = 1 - j/N
-        r = torch.from_numpy(ref["rs"])
-        np.testing.assert_allclose(s.timestep_from_ratio(k, r).numpy(), ref["ts"][k],
+        r = torch.from_numpy(ref.ratios)
+        np.testing.assert_allclose(s.timestep_from_ratio(k, r).numpy(), ref.timesteps[k],
                                    rtol=1e-12, atol=1e-9)
 
 
-def test_stage_grid_non_compat():
+def test_stage_grid_exact():
     s = PyramidSchedule()
-    ts, rs = s.stage_grid(1, 4, compat=False)
+    ts, rs = s.stage_grid(1, 4, grid="exact")
     np.testing.assert_allclose(rs.numpy(), [1, 0.75, 0.5, 0.25, 0.0], atol=1e-15)
     t_max, t_min = s.timestep_range[1]
     np.testing.assert_allclose(ts.numpy(), [t_min + r * (t_max - t_min) for r in rs[:-1]])
     np.testing.assert_allclose(s.ratio_from_timestep(1, ts).numpy(), rs[:-1].numpy(),
                                atol=1e-12)
     assert ts.shape == (4,) and rs.shape == (5,) and ts.dtype == F64
-    # the compat grid's last step only moves 1/N -> 0
+    # the reference grid's last step only moves 1/N -> 0
     _, rc = s.stage_grid(1, 4)
     assert float(rc[-2] - rc[-1]) == pytest.approx(1e-3)
+    # the old spelling compat=True/False still gives the same grids
+    for compat, grid in ((True, "reference"), (False, "exact")):
+        for a, b in zip(s.stage_grid(1, 4, compat=compat), s.stage_grid(1, 4, grid=grid)):
+            assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="grid"):
+        s.stage_grid(1, 4, grid="compat")
+    with pytest.raises(ValueError, match="not both"):
+        s.stage_grid(1, 4, grid="exact", compat=True)
+    with pytest.raises(TypeError, match="compat"):
+        s.stage_grid(1, 4, compat=1)
 
 
 def test_schedule_is_frozen_and_hashable():
@@ -194,7 +122,7 @@ def test_start_end_inverse_and_identity(gamma):
     # closed form, written independently: α = s/e, β = α(1-e)/sqrt(γ)
     k = math.sqrt(1 + 1 / gamma)
     np.testing.assert_allclose(s.numpy(), (e / (k * (1 - e) + e)).numpy(), rtol=1e-14)
-    back = end_from_start(s, -gamma)
+    back = end_from_start(s, gamma)
     np.testing.assert_allclose(back.numpy(), e.numpy(), rtol=1e-10, atol=1e-14)
     assert bool((s <= e + 1e-15).all())
     # α²(1-e)²·11ᵀ + β²((1+γ)I - γ11ᵀ) = (1-s)² I  <=>  α²(1-e)² = β²γ and β²(1+γ) = (1-s)²
@@ -213,23 +141,21 @@ def test_start_end_inverse_and_identity(gamma):
     # γ = 1/3 special forms: s = e/(2-e), e = 2s/(1+s)
     if gamma == 1 / 3:
         np.testing.assert_allclose(s.numpy(), (e / (2 - e)).numpy(), rtol=1e-14)
-        np.testing.assert_allclose(end_from_start(s, -1 / 3).numpy(),
+        np.testing.assert_allclose(end_from_start(s, 1 / 3).numpy(),
                                    (2 * s / (1 + s)).numpy(), rtol=1e-12)
 
 
 def test_start_end_scalar_and_bad_input():
     assert start_from_end(0.333, 1 / 3) == pytest.approx(0.333 / (2 - 0.333))
-    assert end_from_start(0.5, -1 / 3) == pytest.approx(2 * 0.5 / 1.5)
-    for bad in (0.0, -0.1, 0.34, 1.0, float("nan")):
-        with pytest.raises(ValueError, match="gamma"):
-            start_from_end(0.5, bad)
-    for bad in (0.0, 0.1, -0.34):
-        with pytest.raises(ValueError, match="gamma_paper"):
-            end_from_start(0.5, bad)
+    assert end_from_start(0.5, 1 / 3) == pytest.approx(2 * 0.5 / 1.5)
+    for fn in (start_from_end, end_from_start):
+        for bad in (0.0, 0.34, 1.0, float("nan")):
+            with pytest.raises(ValueError, match="gamma"):
+                fn(0.5, bad)
     with pytest.raises(ValueError, match="e must"):
         start_from_end(1.5, 0.2)
     with pytest.raises(ValueError, match="s must"):
-        end_from_start(-0.1, -0.2)
+        end_from_start(-0.1, 0.2)
 
 
 def test_renoise_coefficients_extremes_finite():
@@ -250,7 +176,8 @@ def test_renoise_coefficients_extremes_finite():
 def test_upsample_nearest_matches_interpolate():
     x = torch.randn(2, 3, 4, 5, 6)
     want = F.interpolate(x.reshape(2, 12, 5, 6), scale_factor=2, mode="nearest")
-    torch.testing.assert_close(upsample_nearest(x), want.reshape(2, 3, 4, 10, 12), rtol=0, atol=0)
+    torch.testing.assert_close(_upsample_nearest(x), want.reshape(2, 3, 4, 10, 12), rtol=0,
+                               atol=0)
 
 
 def _block_cov(h, w, gamma):
@@ -420,7 +347,7 @@ def test_extreme_schedules_finite():
         PyramidSchedule(shift=10.0),
     ]
     for s in cases:
-        vals = [*s.start_sigmas, *s.end_sigmas, *sum(s.timestep_ratios, ()),
+        vals = [*s.start_sigmas, *s.end_sigmas, *sum(s.time_slices, ()),
                 *sum(s.timestep_range, ())]
         assert all(math.isfinite(v) for v in vals)
         assert all(0 <= v <= 1 for v in [*s.start_sigmas, *s.end_sigmas])
@@ -434,50 +361,43 @@ def test_extreme_schedules_finite():
 
 
 # ----------------------------------------------------------------------------- training inputs
-def _stage_rows(B, sample_ratios):
-    S = sum(sample_ratios)
-    col_stage = [k for k, c in enumerate(sample_ratios) for _ in range(c)]
-    return [[b for b in range(B) if col_stage[b % S] == k] for k in range(len(sample_ratios))]
+def _stage_rows(B, shares):
+    S = sum(shares)
+    col_stage = [k for k, c in enumerate(shares) for _ in range(c)]
+    return [[b for b in range(B) if col_stage[b % S] == k] for k in range(len(shares))]
 
 
-def _fixed_sampler(u_full, rows_per_stage):
-    """A sigma_sampler handing out given u, stage by stage (stages without samples make no
-    call)."""
-    it = iter([r for r in rows_per_stage if r])
-
-    def sampler(n, *, generator=None, device=None):
-        rows = next(it)
-        assert n == len(rows)
-        return u_full[rows]
-
-    return sampler
+@pytest.fixture(params=[True, False], ids=["fused", "plain"])
+def fused(request, monkeypatch):
+    """Run a test on stage_inputs' fast path and on its plain formula lines."""
+    monkeypatch.setattr(pyramid_module, "_FUSED", request.param)
+    return request.param
 
 
 @pytest.mark.parametrize("ndim", [4, 5])
-@pytest.mark.parametrize("sample_ratios", [(1, 2, 1), (1, 1, 1), (2, 0, 1)])
-def test_training_inputs_match_reference(ndim, sample_ratios):
+@pytest.mark.parametrize("shares", [(1, 2, 1), (1, 1, 1), (2, 0, 1)])
+def test_training_inputs_match_reference(ndim, shares, fused):
     sch = PyramidSchedule()
     g = torch.Generator().manual_seed(0)
-    B = 2 * sum(sample_ratios)
+    B = 2 * sum(shares)
     shape = (B, 3, 2, 16, 16) if ndim == 5 else (B, 3, 16, 16)
     latents = torch.randn(shape, generator=g)
     noise = torch.randn(shape, generator=g)
     u = torch.rand(B, generator=g)
     u[0] = 0.0
     u[-1] = 0.99999  # both ends of the grid
-    rows = _stage_rows(B, sample_ratios)
-    out = sch.training_inputs(latents, sample_ratios=sample_ratios, noise=noise,
-                              sigma_sampler=_fixed_sampler(u, rows))
+    rows = _stage_rows(B, shares)
+    out = sch.training_inputs(latents, stage_shares=shares, noise=noise,
+                              generator=per_sample_generators(B), u_sampler=fixed_u(u))
     assert [o.stage for o in out] == [0, 1, 2]
     lat5 = latents if ndim == 5 else latents.unsqueeze(2)
     noi5 = noise if ndim == 5 else noise.unsqueeze(2)
-    ref = reference_add_pyramid_noise(lat5, noi5, u, sch, sample_ratios)
-    S = sum(sample_ratios)
+    ref = reference_training_inputs(lat5, noi5, u, reference_tables(3), shares)
     for k, o in enumerate(out):
         assert isinstance(o, StageBatch)
         assert o.indices.tolist() == rows[k]
         for j, b in enumerate(rows[k]):
-            noisy, r, ts, tgt = (t[b // S] for t in ref[b % S])
+            noisy, r, ts, tgt = ref.sample(b)
             mine_noisy = o.noisy[j] if ndim == 5 else o.noisy[j].unsqueeze(1)
             mine_tgt = o.target[j] if ndim == 5 else o.target[j].unsqueeze(1)
             torch.testing.assert_close(mine_noisy, noisy, rtol=1e-6, atol=1e-6)
@@ -488,8 +408,8 @@ def test_training_inputs_match_reference(ndim, sample_ratios):
             assert float(o.sigma[j]) == pytest.approx(sig, rel=1e-6)
 
 
-def test_training_inputs_definitions_direct():
-    """Start / end points from the math note, with operators built independently."""
+def test_training_inputs_definitions_direct(fused):
+    """Start / end points of docs/math.md §4, with operators built independently."""
     sch = PyramidSchedule()
     g = torch.Generator().manual_seed(1)
     B = 3
@@ -497,8 +417,8 @@ def test_training_inputs_definitions_direct():
     eps = torch.randn(B, 1, 8, 8, dtype=F64, generator=g)
     D, U = pyramid_operators((1, 8, 8), 3)
     u = torch.tensor([0.25, 0.5, 0.75], dtype=F64)
-    out = sch.training_inputs(x0, sample_ratios=(1, 1, 1), noise=eps, compat=False,
-                              sigma_sampler=_fixed_sampler(u, [[0], [1], [2]]))
+    out = sch.training_inputs(x0, stage_shares=(1, 1, 1), noise=eps, grid="exact",
+                              generator=per_sample_generators(B), u_sampler=fixed_u(u))
     X, E = x0.reshape(B, -1).T, eps.reshape(B, -1).T
     for k, o in enumerate(out):
         b = k
@@ -535,16 +455,16 @@ def test_training_inputs_generators_and_default_sampler():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_training_inputs_half_precision(dtype):
+def test_training_inputs_half_precision(dtype, fused):
     sch = PyramidSchedule()
     g = torch.Generator().manual_seed(2)
     lat = torch.randn(4, 2, 2, 16, 16, generator=g)
     noise = torch.randn(4, 2, 2, 16, 16, generator=g)
     u = torch.rand(4, generator=g)
-    rows = _stage_rows(4, (1, 2, 1))
-    half = sch.training_inputs(lat.to(dtype), noise=noise, sigma_sampler=_fixed_sampler(u, rows))
+    half = sch.training_inputs(lat.to(dtype), noise=noise, generator=per_sample_generators(4),
+                               u_sampler=fixed_u(u))
     full = sch.training_inputs(lat.to(dtype).float(), noise=noise,
-                               sigma_sampler=_fixed_sampler(u, rows))
+                               generator=per_sample_generators(4), u_sampler=fixed_u(u))
     eps = 1e-3 if dtype == torch.float16 else 8e-3  # one rounding of the float32 result
     for h, f in zip(half, full):
         assert h.noisy.dtype == dtype and h.target.dtype == dtype
@@ -561,17 +481,17 @@ def test_training_inputs_bad_input():
         sch.training_inputs(torch.randn(4, 1, 18, 16))
     with pytest.raises(ValueError, match="H and W"):
         sch.training_inputs(torch.randn(4, 1, 16, 6))
-    with pytest.raises(ValueError, match="sample_ratios"):
-        sch.training_inputs(torch.randn(4, 1, 16, 16), sample_ratios=(1, 3))
-    with pytest.raises(ValueError, match="sample_ratios"):
-        sch.training_inputs(torch.randn(4, 1, 16, 16), sample_ratios=(0, 0, 0))
+    with pytest.raises(ValueError, match="stage_shares"):
+        sch.training_inputs(torch.randn(4, 1, 16, 16), stage_shares=(1, 3))
+    with pytest.raises(ValueError, match="stage_shares"):
+        sch.training_inputs(torch.randn(4, 1, 16, 16), stage_shares=(0, 0, 0))
     with pytest.raises(ValueError, match="latents"):
         sch.training_inputs(torch.randn(4, 16, 16))
     with pytest.raises(ValueError, match="noise"):
         sch.training_inputs(torch.randn(4, 1, 16, 16), noise=torch.randn(4, 1, 8, 8))
-    with pytest.raises(ValueError, match="sigma_sampler"):
+    with pytest.raises(ValueError, match="u_sampler"):
         sch.training_inputs(torch.randn(4, 1, 16, 16),
-                            sigma_sampler=lambda n, **kw: torch.zeros(n + 1))
+                            u_sampler=lambda n, **kw: torch.zeros(n + 1))
 
 
 def test_training_inputs_extremes():
@@ -582,45 +502,11 @@ def test_training_inputs_extremes():
         (PyramidSchedule(5, (0, .2, .4, .6, .8, 1)), 32),
     ]:
         lat = torch.randn(sch.stages, 2, size, size, generator=g)
-        out = sch.training_inputs(lat, sample_ratios=(1,) * sch.stages, generator=g)
+        out = sch.training_inputs(lat, stage_shares=(1,) * sch.stages, generator=g)
         for o in out:
             assert bool(torch.isfinite(o.noisy).all() and torch.isfinite(o.target).all())
             f = 2 ** (sch.stages - 1 - o.stage)
             assert o.noisy.shape == (1, 2, size // f, size // f)
-
-
-# ----------------------------------------------------------------------------- history
-def test_corrupt_history_formula_and_distribution():
-    g = torch.Generator().manual_seed(0)
-    frames = torch.randn(4000, 2, 3, 4, 4, dtype=F64, generator=g)
-    out, sigma = corrupt_history(frames, generator=torch.Generator().manual_seed(1),
-                                 return_sigma=True)
-    # rebuild: σ drawn first (U[0,1)·max), then ε, from the same generator
-    g2 = torch.Generator().manual_seed(1)
-    sig = torch.rand(4000, dtype=F64, generator=g2) / 3
-    eps = torch.randn(frames.shape, dtype=F64, generator=g2)
-    s = sig.view(-1, 1, 1, 1, 1)
-    torch.testing.assert_close(out, s * eps + (1 - s) * frames, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(sigma, sig)
-    # σc ~ U(0, 1/3): mean 1/6 (SE = (1/3)/sqrt(12 n)), max below 1/3
-    se = (1 / 3) / math.sqrt(12 * 4000)
-    assert abs(float(sigma.mean()) - 1 / 6) < 5 * se
-    assert float(sigma.max()) < 1 / 3 and float(sigma.min()) >= 0
-
-
-def test_corrupt_history_options():
-    frames = torch.randn(3, 4, 8)
-    assert torch.equal(corrupt_history(frames, 0.0), frames)
-    gens = [torch.Generator().manual_seed(i) for i in range(3)]
-    a = corrupt_history(frames, generator=gens)
-    b = corrupt_history(frames[2:], generator=[torch.Generator().manual_seed(2)])
-    torch.testing.assert_close(a[2:], b)
-    h = corrupt_history(frames.half(), generator=torch.Generator().manual_seed(0))
-    assert h.dtype == torch.float16 and bool(torch.isfinite(h).all())
-    with pytest.raises(ValueError, match="max_ratio"):
-        corrupt_history(frames, 1.5)
-    with pytest.raises(ValueError, match="frames"):
-        corrupt_history(torch.tensor(1.0))
 
 
 def test_small_converters_and_empty_stage():
@@ -635,7 +521,277 @@ def test_small_converters_and_empty_stage():
     assert s.level_shape((2, 4, 32, 64), 2) == (2, 4, 32, 64)
     with pytest.raises(ValueError, match="H and W"):
         s.level_shape((2, 4, 30, 64), 1)
-    out = s.training_inputs(torch.randn(3, 2, 16, 16), sample_ratios=(2, 0, 1),
+    out = s.training_inputs(torch.randn(3, 2, 16, 16), stage_shares=(2, 0, 1),
                             generator=torch.Generator().manual_seed(0))
     assert out[1].noisy.shape == (0, 2, 8, 8) and out[1].indices.numel() == 0
     assert out[0].indices.tolist() == [0, 1] and out[2].indices.tolist() == [2]
+
+
+# ----------------------------------------------------------------------------- any stage count
+@pytest.mark.parametrize("stages", [1, 2, 3, 4])
+def test_every_default_follows_stages(stages, fused):
+    """PyramidSchedule(stages=K) alone builds for K = 1..4 (uniform stage_range, stage shares
+    (1, 2, ..., 2, 1)), and its training inputs, jumps and grids work end to end."""
+    sch = PyramidSchedule(stages=stages)
+    assert sch.stage_range == tuple(i / stages for i in range(stages + 1))
+    ref = reference_tables(stages)
+    np.testing.assert_allclose(sch.start_sigmas, ref.start, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(sch.end_sigmas, ref.end, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(sch.time_slices, ref.slices, rtol=0, atol=1e-12)
+    shares = {1: (1,), 2: (1, 1), 3: (1, 2, 1), 4: (1, 2, 2, 1)}[stages]
+    B, size = 2 * sum(shares), 2 ** stages
+    g = torch.Generator().manual_seed(stages)
+    lat = torch.randn(B, 2, 3, size, size, generator=g)
+    noise = torch.randn(B, 2, 3, size, size, generator=g)
+    u = torch.rand(B, generator=g)
+    out = sch.training_inputs(lat, noise=noise, generator=per_sample_generators(B),
+                              u_sampler=fixed_u(u))
+    assert [o.indices.tolist() for o in out] == _stage_rows(B, shares)
+    want = reference_training_inputs(lat, noise, u, ref, shares)
+    for o in out:
+        assert o.noisy.shape[-1] == size // 2 ** (stages - 1 - o.stage)
+        for j, b in enumerate(o.indices.tolist()):
+            noisy, r, ts, tgt = want.sample(b)
+            torch.testing.assert_close(o.noisy[j], noisy, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(o.target[j], tgt, rtol=1e-6, atol=1e-6)
+            assert float(o.timestep[j]) == pytest.approx(float(ts), rel=1e-6)
+    # default draws too (no u_sampler, one generator)
+    assert len(sch.training_inputs(lat, generator=torch.Generator().manual_seed(0))) == stages
+    for k in range(1, stages):
+        a, _ = sch.renoise_coefficients(k)
+        x = torch.randn(1, 2, 2 ** k, 2 ** k, generator=g)
+        y = sch.jump(x, k, noise=torch.zeros(1, 2, 2 ** (k + 1), 2 ** (k + 1)))
+        torch.testing.assert_close(y, a * _upsample_nearest(x))
+        assert sch.jump(x, k, generator=g).shape == y.shape
+    for k in range(stages):
+        ts, rs = sch.stage_grid(k, 5)
+        assert rs[0] == 1 and rs[-1] == 0 and bool(torch.isfinite(ts).all())
+
+
+# ----------------------------------------------------------------------------- bad values speak
+@pytest.mark.parametrize("grid", ["reference", "exact"])
+@pytest.mark.parametrize("bad", [500.0, 1.5, 1.0, -0.1, float("nan"), float("inf")])
+def test_training_inputs_rejects_u_outside_unit_interval(grid, bad):
+    """Before: u = 500 was clamped to r = 0.001, u = 1.5 gave r = -0.5 (grid "exact") and
+    NaN passed through."""
+    sch = PyramidSchedule()
+    with pytest.raises(ValueError, match=r"u_sampler output u must be in \[0.0, 1.0\)"):
+        sch.training_inputs(torch.randn(4, 1, 8, 8), grid=grid,
+                            u_sampler=lambda n, **kw: torch.full((n,), bad))
+    with pytest.raises(ValueError, match="u must be in"):
+        sch.stage_inputs(1, torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8),
+                         torch.tensor([0.5, bad]), grid=grid)
+
+
+def test_local_ratio_grids():
+    sch = PyramidSchedule()
+    u = torch.tensor([0.0, 0.0004, 0.5, 0.99999])
+    r = sch.local_ratio(u)
+    np.testing.assert_allclose(r.numpy(), [1.0, 1.0, 0.5, 0.001], atol=1e-12)
+    np.testing.assert_allclose(sch.local_ratio(u, grid="exact").numpy(),
+                               (1 - u.double()).numpy(), atol=0)
+    assert r.dtype == F64
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda s: s.ratio_from_timestep(0, 2024.0), "timestep"),
+        (lambda s: s.ratio_from_timestep(2, -2.9), "timestep"),
+        (lambda s: s.ratio_from_timestep(1, torch.tensor([500.0, 2024.0])), "timestep"),
+        (lambda s: s.timestep_from_ratio(0, -2.9), "ratio"),
+        (lambda s: s.timestep_from_ratio(0, 2024), "ratio"),
+        (lambda s: s.timestep_from_ratio(0, torch.tensor([0.5, float("nan")])), "ratio"),
+        (lambda s: s.sigma_from_ratio(1, 1.5), "ratio"),
+        (lambda s: start_from_end(torch.tensor([3.0, -0.5]), 1 / 3), "e"),
+        (lambda s: start_from_end(2024.0, 1 / 3), "e"),
+        (lambda s: end_from_start(torch.tensor([0.5, -0.5]), 1 / 3), "s"),
+    ],
+)
+def test_converters_reject_out_of_range(call, name):
+    """Before: ratio_from_timestep(0, 2024) gave 5.0, timestep_from_ratio(0, -2.9) a
+    negative time, start_from_end([3.0, -0.5]) numbers outside [0, 1]."""
+    with pytest.raises(ValueError, match=rf"^{name} must be in"):
+        call(PyramidSchedule())
+
+
+def test_ratio_from_timestep_accepts_every_grid_timestep():
+    """No false alarm on the timesteps the sampler passes, even rounded to half precision."""
+    sch = PyramidSchedule()
+    for k in range(3):
+        for grid in ("reference", "exact"):
+            ts, rs = sch.stage_grid(k, 50, grid=grid)
+            for dt, tol in ((F64, 1e-12), (torch.float32, 1e-5), (torch.float16, 4e-3)):
+                r = sch.ratio_from_timestep(k, ts.to(dt))
+                assert r.dtype == dt
+                np.testing.assert_allclose(r.double().numpy(), rs[:-1].numpy(), atol=tol)
+
+
+def test_negative_gamma_points_at_the_converter():
+    """Before: "gamma must be in (0.0, 0.333...], got -0.333" without the fix."""
+    for call in (lambda: PyramidSchedule(gamma=-1 / 3), lambda: start_from_end(0.5, -1 / 3),
+                 lambda: end_from_start(0.5, -0.2)):
+        with pytest.raises(ValueError, match=r"gamma_paper_to_code\(-0\.\d+\) = 0\.\d+"):
+            call()
+
+
+@pytest.mark.parametrize(
+    "shape, match",
+    [
+        ((4, 1, 0, 16, 16), "channel and frame sizes must be positive"),  # T = 0
+        ((4, 0, 16, 16), "channel and frame sizes must be positive"),  # C = 0
+        ((4, 1, 2, 0, 16), "H and W must be positive"),  # H = 0
+        ((4, 1, 16, 0), "H and W must be positive"),  # W = 0
+    ],
+)
+def test_zero_sizes_are_named(shape, match):
+    """Before: T = 0 or C = 0 failed inside avg_pool2d ("Expected 3D or 4D ...")."""
+    with pytest.raises(ValueError, match=rf"latents: .*{match}"):
+        PyramidSchedule().training_inputs(torch.randn(shape))
+
+
+def test_small_helpers_name_bad_input():
+    sch = PyramidSchedule()
+    with pytest.raises(ValueError, match=r"shape must be \(B, C, H, W\)"):
+        sch.level_shape((16,), 0)  # before: IndexError
+    with pytest.raises(TypeError, match="shape"):
+        sch.level_shape("16x16", 0)
+    with pytest.raises(ValueError, match="x must be a tensor"):
+        _upsample_nearest([1.0])  # before: AttributeError
+    with pytest.raises(ValueError, match="u must be a tensor of shape"):
+        sch.stage_inputs(0, torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8), torch.rand(3))
+    with pytest.raises(ValueError, match="noise must have"):
+        sch.stage_inputs(0, torch.randn(2, 1, 8, 8), torch.randn(2, 1, 4, 4), torch.rand(2))
+    with pytest.raises(TypeError, match="u_sampler must be a callable"):
+        sch.training_inputs(torch.randn(4, 1, 8, 8), u_sampler=0.5)
+    with pytest.raises(ValueError, match="grid"):
+        sch.training_inputs(torch.randn(4, 1, 8, 8), grid="compat")
+    with pytest.raises(ValueError, match="not both"):
+        sch.training_inputs(torch.randn(4, 1, 8, 8), stage_shares=(1, 2, 1),
+                            sample_ratios=(1, 2, 1))
+
+
+def test_stage_inputs_is_training_inputs_per_stage(fused):
+    sch = PyramidSchedule()
+    g = torch.Generator().manual_seed(9)
+    lat, noise = torch.randn(8, 2, 2, 8, 8, generator=g), torch.randn(8, 2, 2, 8, 8, generator=g)
+    u = torch.rand(8, generator=g)
+    out = sch.training_inputs(lat, noise=noise, generator=per_sample_generators(8),
+                              u_sampler=fixed_u(u), grid="exact")
+    for o in out:
+        rows = o.indices
+        one = sch.stage_inputs(o.stage, lat[rows], noise[rows], u[rows], grid="exact")
+        assert one.indices.tolist() == list(range(rows.numel()))
+        for f in ("noisy", "target", "ratio", "timestep", "sigma"):
+            torch.testing.assert_close(getattr(one, f), getattr(o, f), rtol=0, atol=0)
+    # the old keyword sample_ratios= still names the stage shares
+    old = sch.training_inputs(lat, sample_ratios=(2, 1, 1), noise=noise,
+                              generator=per_sample_generators(8), u_sampler=fixed_u(u))
+    assert [o.indices.tolist() for o in old] == _stage_rows(8, (2, 1, 1))
+
+
+def test_fused_equals_plain_half_and_empty(monkeypatch):
+    """The fast path of stage_inputs gives the plain formula lines' numbers (float32 rounding;
+    one bf16 rounding for bf16), every stage, and an empty batch."""
+    sch = PyramidSchedule(stages=4)
+    g = torch.Generator().manual_seed(3)
+    for dt, tol in ((F64, 1e-14), (torch.float32, 1e-6), (torch.bfloat16, 1.6e-2)):
+        lat = torch.randn(3, 2, 2, 16, 24, generator=g).to(dt)
+        noise = torch.randn(3, 2, 2, 16, 24, generator=g).to(dt)
+        u = torch.rand(3, generator=g)
+        for k in range(4):
+            res = {}
+            for flag in (True, False):
+                monkeypatch.setattr(pyramid_module, "_FUSED", flag)
+                res[flag] = sch.stage_inputs(k, lat, noise, u)
+            for f in ("noisy", "target"):
+                a, b = getattr(res[True], f), getattr(res[False], f)
+                assert a.dtype == dt
+                torch.testing.assert_close(a.double(), b.double(), rtol=tol, atol=tol)
+    empty = sch.stage_inputs(2, torch.zeros(0, 1, 8, 8), torch.zeros(0, 1, 8, 8), torch.zeros(0))
+    assert empty.noisy.shape == (0, 1, 4, 4) and empty.ratio.shape == (0,)
+    out = sch.training_inputs(torch.zeros(0, 1, 8, 8), generator=[])
+    assert [o.noisy.shape[0] for o in out] == [0, 0, 0, 0]
+
+
+@settings(max_examples=60)
+@given(e=st.floats(0.0, 1.0), gamma=st.floats(1e-6, 1 / 3))
+@example(e=5e-324, gamma=0.25)
+@example(e=1.0, gamma=1 / 3)
+@example(e=0.0, gamma=1e-6)
+def test_jump_levels_property(e, gamma):
+    """For any e in [0, 1] and γ in (0, 1/3]: s <= e, end_from_start inverts start_from_end,
+    and the covariance identity of docs/math.md §5 holds."""
+    s = start_from_end(e, gamma)
+    assert 0.0 <= s <= e + 1e-15
+    assert end_from_start(s, gamma) == pytest.approx(e, rel=1e-9, abs=1e-12)
+    # α written independently (not as s/e, which loses everything for subnormal e)
+    alpha = 1 / (math.sqrt(1 + 1 / gamma) * (1 - e) + e)
+    beta = alpha * (1 - e) / math.sqrt(gamma)
+    assert s == pytest.approx(alpha * e, rel=1e-12, abs=1e-300)
+    assert alpha**2 * (1 - e) ** 2 == pytest.approx(beta**2 * gamma, rel=1e-9, abs=1e-15)
+    assert beta**2 * (1 + gamma) == pytest.approx((1 - s) ** 2, rel=1e-9, abs=1e-15)
+
+
+def test_training_inputs_on_meta_device():
+    """No host sync or CPU-only op in training_inputs: it runs on meta tensors."""
+    sch = PyramidSchedule()
+    lat = torch.empty(4, 2, 3, 16, 16, device="meta")
+    out = sch.training_inputs(lat, noise=torch.empty_like(lat),
+                              u_sampler=lambda n, **kw: torch.empty(n, device="meta"))
+    assert [o.noisy.shape for o in out] == [(1, 2, 3, 4, 4), (2, 2, 3, 8, 8), (1, 2, 3, 16, 16)]
+    assert all(o.noisy.device.type == "meta" and o.timestep.device.type == "meta" for o in out)
+    y = sch.jump(torch.empty(1, 2, 4, 4, device="meta"), 1)
+    assert y.shape == (1, 2, 8, 8) and y.device.type == "meta"
+
+
+@settings(max_examples=25)
+@given(
+    stages=st.integers(1, 4),
+    shares_seed=st.integers(0, 10**6),
+    frames=st.sampled_from([None, 1, 3]),
+    grid_scale=st.integers(1, 3),
+    grid=st.sampled_from(["reference", "exact"]),
+    fused=st.booleans(),
+)
+def test_training_inputs_property_any_stage_count(stages, shares_seed, frames, grid_scale,
+                                                  grid, fused):
+    """For any stage count, stage shares, layout (4-D or 5-D) and size, training_inputs
+    gives the reference's numbers sample by sample (grid "exact": the same formulas with
+    r = 1 - u, checked against the reference's end points)."""
+    rng = np.random.default_rng(shares_seed)
+    shares = tuple(int(v) for v in rng.integers(0, 3, stages))
+    if sum(shares) == 0:
+        shares = (1,) * stages
+    sch = PyramidSchedule(stages=stages)
+    size = 2 ** (stages - 1) * grid_scale
+    B = sum(shares)
+    shape = (B, 2, size, size) if frames is None else (B, 2, frames, size, size)
+    g = torch.Generator().manual_seed(shares_seed)
+    lat, noise = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    u = torch.rand(B, generator=g)
+    old = pyramid_module._FUSED
+    pyramid_module._FUSED = fused
+    try:
+        out = sch.training_inputs(lat, stage_shares=shares, noise=noise, grid=grid,
+                                  generator=per_sample_generators(B), u_sampler=fixed_u(u))
+    finally:
+        pyramid_module._FUSED = old
+    lat5 = lat if frames else lat.unsqueeze(2)
+    ref = reference_training_inputs(lat5, noise if frames else noise.unsqueeze(2), u,
+                                    reference_tables(stages), shares)
+    assert [o.indices.tolist() for o in out] == _stage_rows(B, shares)
+    for o in out:
+        for j, b in enumerate(o.indices.tolist()):
+            noisy, r, _, tgt = ref.sample(b)
+            mine = o.noisy[j] if frames else o.noisy[j].unsqueeze(1)
+            torch.testing.assert_close(o.target[j] if frames else o.target[j].unsqueeze(1),
+                                       tgt, rtol=1e-6, atol=1e-6)
+            if grid == "reference":
+                torch.testing.assert_close(mine, noisy, rtol=1e-6, atol=1e-6)
+            else:  # noisy = end + r·target with r = 1 - u
+                rr = 1 - float(u[b])
+                end = noisy.double() - float(r) * tgt.double()
+                torch.testing.assert_close(mine.double(), end + rr * tgt.double(), rtol=1e-5,
+                                           atol=1e-5)
+                assert float(o.ratio[j]) == pytest.approx(rr, abs=1e-7)

@@ -1,151 +1,195 @@
 """Pyramidal flow matching (Pyramid-Flow): stage schedule, stage jumps, training inputs.
 
-Conventions (math note, section 2). ``K`` stages run from the coarsest resolution (stage 0)
-to full resolution (stage ``K-1``); level ``k`` has ``2^(K-1-k)`` times fewer pixels per side.
-``σ`` is a noise fraction (flow convention, ``x = (1-σ)·x0 + σ·ε``); ``n_k`` is level ``k`` of
-the noise pyramid (:func:`vidnoise.noise.noise_pyramid`, unit variance per element, nested);
-``clean_k`` is the data bilinearly downsampled to level ``k`` (no variance factor); ``Up`` is
-nearest 2x upsampling (per frame for 5-D tensors).
+The math is stated once, in ``docs/math.md`` §4 (stages, end points, stage time slices,
+pseudo-time, reference values) and §5 (stage jumps and renoising); each function below
+carries the one formula it implements. Words used with one meaning only:
 
-Each stage is a straight flow between two end points::
+* **local ratio** ``r``: position inside a stage, 1 at its start, 0 at its end
+  (``x_r = r·start + (1-r)·end``); ``StageBatch.ratio``, ``timestep_from_ratio``.
+* **stage time slice**: the part ``(a_k, b_k)`` of [0, 1] that stage ``k``'s pseudo-time
+  covers (``PyramidSchedule.time_slices``).
+* **stage shares**: how many columns of the training batch each stage gets
+  (``training_inputs(stage_shares=...)``).
+* **u**: the uniform draw in [0, 1) a training sample's local ratio comes from
+  (``training_inputs(u_sampler=...)``).
+* **grid**: ``"reference"`` reproduces the reference code's quantised ratios; ``"exact"``
+  uses the ratios the formulas define (continuous ``r = 1 - u``, equal steps down to 0).
 
-    start_0 = n_0
-    start_k = σ_start[k]·n_k + (1-σ_start[k])·Up(clean_{k-1})      (k > 0)
-    end_k   = σ_end[k]·n_k   + (1-σ_end[k])·clean_k                 (k < K-1)
-    end_K-1 = clean_K-1                                               (σ_end = 0)
-    x_r     = r·start_k + (1-r)·end_k,  local ratio r from 1 (start) to 0 (end)
-
-The same ``n_k`` appears in both end points. The model learns the velocity
-``dx_r/dr = start_k - end_k`` (the training target) and the sampler integrates
-``x_{r'} = x_r + (r' - r)·(start - end)``. Relation with the library's ``v = ε - x0``: the
-noise level along the stage is ``σ(r) = r·σ_start + (1-r)·σ_end``, so ``dσ/dr = σ_start -
-σ_end`` and, where ``Up(clean_{k-1})`` equals ``clean_k`` (smooth data), ``start - end =
-(σ_start - σ_end)·(ε - x0) = (dσ/dr)·v``. In general ``start - end`` also carries the detail
-``(1-σ_start)·Up(clean_{k-1}) - (1-σ_start)·clean_k`` the stage has to add.
-
-Stage jump (end of stage ``k-1``, signal level ``e = 1 - σ_end[k-1]``, to the start of stage
-``k``, signal level ``s``): nearest upsampling makes the noise fully correlated inside each
-2x2 block; rescaling and adding block noise with in-block correlation ``-γ`` restores i.i.d.
-noise of the right level::
-
-    s = e / (sqrt(1 + 1/γ)·(1-e) + e)                  (code form, γ > 0, default 1/3)
-    α = s/e = 1 / (sqrt(1 + 1/γ)·(1-e) + e),   β = α·(1-e)/sqrt(γ) = (1-s)/sqrt(1+γ)
-    x_start_k = α·Up(x_end_{k-1}) + β·η,   η ~ block noise, Cov = (1+γ)I - γ·11ᵀ per block
-
-because ``α²(1-e)²·11ᵀ + β²((1+γ)I - γ·11ᵀ) = (1-s)²·I``. The paper writes the same map the
-other way, with ``γ_paper = -γ < 0``: ``e = s·sqrt(1-γ_p) / ((1-s)·sqrt(-γ_p) + s·sqrt(1-γ_p))``
-(:func:`end_from_start`). Note: the update multiplies by ``s/e < 1``, not ``e/s`` (a known
-error of one secondary write-up).
-
-Reference values (defaults: 1000 train steps, shift 1, stage_range (0, 1/3, 2/3, 1), γ=1/3),
-reproduced to 1e-5: start σ (1.0, 0.80024, 0.50075), end σ (0.667, 0.334, 0.0), timestep
-ratios (0, 0.25616), (0.25616, 0.61480), (0.61480, 1.0), renoise (α, β) stage 1 (0.59988,
-0.69303), stage 2 (0.74963, 0.43366). See ``docs/pyramid.md``.
+γ is always in the code's sign (``γ > 0``, block correlation ``-γ``); the paper's sign is
+converted by :func:`vidnoise.conventions.gamma_paper_to_code`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from vidnoise._checks import check_float, check_int, check_tensor
-from vidnoise.noise import as_generators, block_noise, noise_pyramid, rand, randn
+from vidnoise._checks import (
+    check_bool,
+    check_callable,
+    check_choice,
+    check_float,
+    check_int,
+    check_shape,
+    check_tensor,
+    check_values,
+    values64,
+    work_dtype,
+)
+from vidnoise.noise import as_generators, block_noise, noise_pyramid, randn
 
-__all__ = [
-    "PyramidSchedule",
-    "StageBatch",
-    "start_from_end",
-    "end_from_start",
-    "corrupt_history",
-    "upsample_nearest",
-]
+__all__ = ["PyramidSchedule", "StageBatch", "start_from_end", "end_from_start"]
 
 GAMMA_MAX = 1.0 / 3.0  # 2x2 block noise exists for 0 <= γ <= 1/(4-1)
+GRIDS = ("reference", "exact")
 
 
 # ----------------------------------------------------------------------------- jump algebra
 def _check_gamma(name: str, gamma) -> float:
-    value = check_float(name, gamma, low=0.0, high=GAMMA_MAX, low_open=True)
-    return value
+    """γ in the code sign, (0, 1/3]; a negative value is the paper's sign: say so."""
+    if isinstance(gamma, numbers.Real) and not isinstance(gamma, bool) and gamma < 0:
+        raise ValueError(
+            f"{name} must be in (0, 1/3] in the code's sign (block correlation -{name}), got "
+            f"{float(gamma)}: a negative value is the paper's sign; convert it with "
+            f"vidnoise.conventions.gamma_paper_to_code({float(gamma)}) = {-float(gamma)}"
+        )
+    return check_float(name, gamma, low=0.0, high=GAMMA_MAX, low_open=True)
+
+
+def _signal_level(name: str, value):
+    """``value`` checked to lie in [0, 1]: a float, or ``(float64 tensor, dtype to return)``."""
+    return values64(name, value, low=0.0, high=1.0)
+
+
+def _restore(v, out_dtype):
+    return v if out_dtype is None else v.to(out_dtype)
 
 
 def start_from_end(e, gamma):
     """Signal level ``s`` at the start of a stage from the signal level ``e`` where the lower
-    stage ended (the reference code's form, ``γ > 0``)::
+    stage ended (``docs/math.md`` §5)::
 
         s = e / (sqrt(1 + 1/γ)·(1-e) + e)          (γ = 1/3: s = e / (2 - e))
 
-    ``s <= e``: renoising after nearest upsampling always adds noise. Inverse of
-    :func:`end_from_start` with ``gamma_paper = -gamma``. Works on floats and (elementwise)
-    on tensors; ``e`` must lie in [0, 1] and ``gamma`` in (0, 1/3].
+    ``e`` is a float or a tensor (elementwise, same dtype back) in [0, 1]; ``gamma`` in
+    (0, 1/3] (code sign). Inverse of :func:`end_from_start`.
     """
     gamma = _check_gamma("gamma", gamma)
-    if not isinstance(e, torch.Tensor):
-        e = check_float("e", e, low=0.0, high=1.0)
+    e, out_dtype = _signal_level("e", e)
     k = math.sqrt((1.0 + gamma) / gamma)
-    return e / (k * (1 - e) + e)
+    return _restore(e / (k * (1 - e) + e), out_dtype)
 
 
-def end_from_start(s, gamma_paper):
-    """Signal level ``e`` at the end of the lower stage that, after the jump, gives signal
-    level ``s`` at the start of the next one (the paper's form, ``γ_paper < 0``)::
+def end_from_start(s, gamma):
+    """Signal level ``e`` where the lower stage must end so that the jump gives signal level
+    ``s`` (the paper's direction, written with the code-sign γ, ``docs/math.md`` §5)::
 
-        e = s·sqrt(1-γ_p) / ((1-s)·sqrt(-γ_p) + s·sqrt(1-γ_p))      (γ_p = -1/3: e = 2s/(1+s))
+        e = s·sqrt(1+γ) / ((1-s)·sqrt(γ) + s·sqrt(1+γ))      (γ = 1/3: e = 2s/(1+s))
 
-    Inverse of :func:`start_from_end` with ``gamma = -gamma_paper``. ``s`` in [0, 1],
-    ``gamma_paper`` in [-1/3, 0).
+    ``s`` is a float or a tensor in [0, 1]; ``gamma`` in (0, 1/3]. Inverse of
+    :func:`start_from_end`.
     """
-    gp = check_float("gamma_paper", gamma_paper, low=-GAMMA_MAX, high=0.0, high_open=True)
-    if not isinstance(s, torch.Tensor):
-        s = check_float("s", s, low=0.0, high=1.0)
-    a = math.sqrt(1.0 - gp)
-    b = math.sqrt(-gp)
-    return s * a / ((1 - s) * b + s * a)
+    gamma = _check_gamma("gamma", gamma)
+    s, out_dtype = _signal_level("s", s)
+    a, b = math.sqrt(1.0 + gamma), math.sqrt(gamma)
+    return _restore(s * a / ((1 - s) * b + s * a), out_dtype)
 
 
-def upsample_nearest(x: torch.Tensor) -> torch.Tensor:
-    """Nearest 2x upsampling of the last two dims (per frame for (B, C, T, H, W) input).
-
-    ``Up(x)[..., 2i+a, 2j+b] = x[..., i, j]`` for a, b in {0, 1}: the same as
-    ``F.interpolate(x, scale_factor=2, mode='nearest')`` frame by frame.
-    """
+def _upsample_nearest(x: torch.Tensor) -> torch.Tensor:
+    """``Up``: nearest 2x upsampling of the last two dims, ``Up(x)[..., 2i+a, 2j+b] = x[..., i,
+    j]`` (per frame for 5-D input; equal to ``F.interpolate(scale_factor=2, mode='nearest')``)."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be a tensor with at least 2 dims (…, H, W), got {got}")
     h, w = x.shape[-2:]
     y = x.unsqueeze(-1).unsqueeze(-3).expand(*x.shape[:-2], h, 2, w, 2)
     return y.reshape(*x.shape[:-2], 2 * h, 2 * w)
 
 
 def _bilinear_half(x: torch.Tensor) -> torch.Tensor:
-    """Bilinear 2x reduction of the last two dims (align_corners=False, no antialias).
-
-    For even sizes that is exactly the mean of each 2x2 block, computed here with
-    ``avg_pool2d`` (several times faster on CPU than ``interpolate(mode='bilinear')``, equal
-    up to float rounding); 5-D input is treated frame by frame through a free view.
-    """
+    """Bilinear 2x reduction of the last two dims (align_corners=False, no antialias): for
+    even sizes exactly the mean of each 2x2 block, done by ``avg_pool2d`` (half precision
+    accumulates in float32 inside it); 5-D input frame by frame through a free view."""
     shape = x.shape
-    y = x.reshape(shape[0], -1, shape[-2], shape[-1]) if x.dim() != 4 else x
-    y = F.avg_pool2d(y, 2)
+    y = F.avg_pool2d(x.reshape(shape[0], math.prod(shape[1:-2]), shape[-2], shape[-1]), 2)
     return y.reshape(*shape[:-2], shape[-2] // 2, shape[-1] // 2)
 
 
 def _check_noise(noise, shape, what: str) -> None:
-    """Raise unless ``noise`` is a floating tensor of ``shape`` (described as ``what``)."""
     check_tensor("noise", noise)
     if noise.shape != shape:
         raise ValueError(f"noise must have {what} {tuple(shape)}, got {tuple(noise.shape)}")
 
 
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+_FUSED = True  # stage_inputs' fast path (benchmarks/bench_pyramid.py); tests run both
 
 
-# ----------------------------------------------------------------------------- schedule
+def _fused_noisy_target(last, s_sig, e_sig, n_k, clean, prev, r_b):
+    """``(noisy, target)`` of :meth:`PyramidSchedule.stage_inputs` with fused and in-place
+    ops: ``end`` in one ``add``, ``target = σ_s·n_k - end`` plus ``(1-σ_s)·prev`` added as a
+    broadcast over the 2x2 blocks (``Up`` never materialised), ``noisy = end + r·target``."""
+    end = clean if last else torch.add(n_k * e_sig, clean, alpha=1.0 - e_sig)
+    if prev is None:
+        target = n_k - end
+    else:
+        target = torch.add(n_k * s_sig, end, alpha=-1.0)
+        h, w = prev.shape[-2:]
+        blocks = target.view(*target.shape[:-2], h, 2, w, 2)
+        blocks.add_(prev.unsqueeze(-1).unsqueeze(-3), alpha=1.0 - s_sig)
+    return torch.addcmul(end, r_b, target), target
+
+
+def _default_stage_shares(stages: int) -> tuple[int, ...]:
+    """The reference's (1, 2, 1) for any number of stages: 1 for the first and last stage,
+    2 for each inner one ((1,), (1, 1), (1, 2, 1), (1, 2, 2, 1), ...)."""
+    return (1,) if stages == 1 else (1, *(2,) * (stages - 2), 1)
+
+
+# ----------------------------------------------------------------------------- stage table
+@dataclass(frozen=True)
+class _StageTable:
+    ori_start_sigmas: tuple
+    start_sigmas: tuple
+    end_sigmas: tuple
+    time_slices: tuple
+    timestep_range: tuple
+
+
+def _reference_stage_table(stages, stage_range, gamma, shift, num_train_timesteps):
+    """The reference scheduler's per-stage values (``docs/math.md`` §4), from checked inputs.
+
+    float32 grid ``σ_i`` = timesteps N..1 over N, shifted ``shift·σ/(1 + (shift-1)·σ)``,
+    ``τ = σ·N``; stage k spans grid indices ``i_k = int(stage_range[k]·N)``; original start
+    ``σ[i_k]``, end ``σ[i_{k+1}]`` (0 for the last stage); start corrected for the jump,
+    ``1 - start_from_end(1 - σ[i_k], γ)`` (k > 0); time slices proportional to
+    ``start - end``; ``(t_max, t_min) = (τ[int(a_k·N)], τ[min(int(b_k·N), N-1)])``.
+    """
+    K, N = stages, num_train_timesteps
+    idx = [int(v * N) for v in stage_range]
+    sig32 = torch.linspace(1, N, N, dtype=torch.float32).flip(0) / N
+    sig32 = shift * sig32 / (1 + (shift - 1) * sig32)
+    sig, tau = sig32.double().tolist(), (sig32 * N).double().tolist()
+    ori = [sig[idx[k]] for k in range(K)]
+    start = [ori[0]] + [1.0 - start_from_end(1.0 - o, gamma) for o in ori[1:]]
+    end = [sig[i] for i in idx[1:-1]] + [0.0]
+    dist = [a - b for a, b in zip(start, end)]
+    cum = [math.fsum(dist[:k]) / math.fsum(dist) for k in range(K + 1)]
+    slices = tuple((0.0 if k == 0 else cum[k], 1.0 if k == K - 1 else cum[k + 1])
+                   for k in range(K))
+    trange = tuple((tau[int(a * N)], tau[min(int(b * N), N - 1)]) for a, b in slices)
+    return _StageTable(tuple(ori), tuple(start), tuple(end), slices, trange)
+
+
+# ----------------------------------------------------------------------------- results
 @dataclass(frozen=True, eq=False)
 class StageBatch:
-    """Training inputs of one stage (see :meth:`PyramidSchedule.training_inputs`).
+    """Training inputs of one stage (see :meth:`PyramidSchedule.stage_inputs`).
 
     Attributes:
         stage: stage index (0 = coarsest).
@@ -166,414 +210,398 @@ class StageBatch:
     sigma: torch.Tensor
 
 
-def _default_sigma_sampler():
-    """``vidnoise.timesteps.uniform`` (u ~ U[0, 1) per sample), imported lazily."""
-    from vidnoise.timesteps import uniform
-
+def _default_u_sampler():
+    """The library's uniform sampler (u ~ U[0, 1) per sample), imported lazily."""
+    try:
+        from vidnoise.sigma_samplers import uniform
+    except ImportError:  # the module's name before the rename on main; drop after the merge
+        from vidnoise.timesteps import uniform
     return uniform
 
 
+def _grid_choice(grid, compat, where: str) -> str:
+    """``grid``, or the old boolean ``compat`` (True -> "reference", False -> "exact")."""
+    if compat is not None:
+        check_bool("compat", compat)
+        if grid != "reference":
+            raise ValueError(f"{where}: give grid= or the old compat=, not both")
+        return "reference" if compat else "exact"
+    return check_choice("grid", grid, GRIDS)
+
+
+# ----------------------------------------------------------------------------- schedule helpers
+def _check_sizes(name: str, shape, stages: int) -> None:
+    f = 2 ** (stages - 1)
+    h, w = shape[-2], shape[-1]
+    if h % f or w % f or h == 0 or w == 0:
+        raise ValueError(
+            f"{name}: H and W must be positive multiples of 2^(stages-1) = {f} so that every "
+            f"stage jump doubles an integer size (no odd H or W at a jump), got H={h}, W={w}"
+        )
+    if any(s == 0 for s in shape[1:-2]):
+        raise ValueError(
+            f"{name}: the channel and frame sizes must be positive, got shape {tuple(shape)}"
+        )
+
+
+def _stage_shares(K: int, stage_shares, sample_ratios) -> tuple[int, ...]:
+    if sample_ratios is not None:
+        if stage_shares is not None:
+            raise ValueError("give stage_shares (or its old name sample_ratios), not both")
+        stage_shares = sample_ratios
+    if stage_shares is None:
+        return _default_stage_shares(K)
+    if not isinstance(stage_shares, Sequence) or len(stage_shares) != K:
+        raise ValueError(
+            f"stage_shares must be a sequence of stages = {K} ints >= 0, got {stage_shares!r}"
+        )
+    shares = tuple(check_int("stage_shares", v, minimum=0) for v in stage_shares)
+    if sum(shares) < 1:
+        raise ValueError(f"stage_shares must sum to at least 1, got {shares}")
+    return shares
+
+
+def _draw_u(sampler, rows, gens, device) -> torch.Tensor:
+    n = rows.numel()
+    if n == 0:
+        return torch.zeros(0, device=device)
+    sub = [gens[i] for i in rows.tolist()] if isinstance(gens, list) else gens
+    u = sampler(n, generator=sub, device=device)
+    if not isinstance(u, torch.Tensor) or u.shape != (n,) or not u.is_floating_point():
+        got = f"{u.dtype} {tuple(u.shape)}" if isinstance(u, torch.Tensor) else type(u)
+        raise ValueError(
+            f"u_sampler must return a floating tensor of shape ({n},) of u in [0, 1), "
+            f"got {got}"
+        )
+    check_values("u_sampler output u", u, low=0.0, high=1.0, high_open=True)
+    return u
+
+
+def _empty_batch(k: int, shape, latents: torch.Tensor, wd: torch.dtype) -> StageBatch:
+    empty = latents.new_zeros(shape)
+    zero = torch.zeros(0, dtype=wd, device=latents.device)
+    idx = torch.zeros(0, dtype=torch.int64, device=latents.device)
+    return StageBatch(stage=k, indices=idx, noisy=empty, target=empty.clone(), ratio=zero,
+                      timestep=zero.clone(), sigma=zero.clone())
+
+
+# ----------------------------------------------------------------------------- schedule
 @dataclass(frozen=True)
 class PyramidSchedule:
-    """Pyramid-Flow's stage schedule, a frozen dataclass of Python floats.
-
-    Construction mirrors the reference scheduler: σ is read from the grid
-    ``σ_i = (N - i)/N`` (``N = num_train_timesteps``), shifted ``shift·σ/(1 + (shift-1)·σ)``,
-    all in float32. Stage ``k`` spans grid indices ``int(stage_range[k]·N)`` to
-    ``int(stage_range[k+1]·N)``: its original start σ is the grid value at the first, its end
-    σ the grid value at the second (0 for the last stage). For ``k > 0`` the start is
-    corrected for the jump: ``1 - start_from_end(1 - ori_start, γ)``. Each stage gets a slice
-    ``timestep_ratios[k] = (a_k, b_k)`` of [0, 1] proportional to its length
-    ``start_sigma - end_sigma``, and the model's timestep is a pseudo-time over those slices:
-    with ``τ`` the shifted grid times ``σ_i·N``, ``t_max = τ[int(a_k·N)]``,
-    ``t_min = τ[min(int(b_k·N), N-1)]`` and ``t(r) = t_min + r·(t_max - t_min)``
-    (stage 0 with defaults: 1000 at r=1, 744.256 at r=0.001). It is not a noise level.
+    """Pyramid-Flow's stage schedule (``docs/math.md`` §4), a frozen dataclass of floats.
 
     Args:
         stages: number of stages K >= 1 (resolutions).
-        stage_range: K+1 increasing floats from 0 to 1 (boundaries on the σ grid); each stage
-            must cover at least one point of the grid.
-        gamma: block-noise correlation magnitude of the jump, in (0, 1/3].
+        stage_range: K+1 boundaries on the σ grid, increasing from 0 to 1, each stage
+            covering at least one grid step; default uniform, ``(0, 1/K, ..., 1)`` (the
+            reference's (0, 1/3, 2/3, 1) for K = 3).
+        gamma: block-noise correlation magnitude of the jump, in (0, 1/3], code sign.
         shift: timestep shift (> 0), as in SD3.
         num_train_timesteps: grid size N >= 2.
 
-    Attributes (tuples, one entry per stage, coarsest first): ``ori_start_sigmas``,
-    ``start_sigmas``, ``end_sigmas``, ``timestep_ratios`` (pairs), ``timestep_range``
-    (pairs ``(t_max, t_min)``: pseudo-time at r = 1 and r = 0).
+    Attributes (tuples, one entry per stage, coarsest first): ``ori_start_sigmas`` (grid σ
+    at the stage's first index), ``start_sigmas`` (corrected for the jump), ``end_sigmas``,
+    ``time_slices`` (pairs ``(a_k, b_k)``), ``timestep_range`` (pairs ``(t_max, t_min)``:
+    pseudo-time at r = 1 and r = 0).
     """
 
     stages: int = 3
-    stage_range: tuple = (0.0, 1 / 3, 2 / 3, 1.0)
+    stage_range: tuple | None = None
     gamma: float = 1 / 3
     shift: float = 1.0
     num_train_timesteps: int = 1000
     ori_start_sigmas: tuple = field(init=False, repr=False)
     start_sigmas: tuple = field(init=False, repr=False)
     end_sigmas: tuple = field(init=False, repr=False)
-    timestep_ratios: tuple = field(init=False, repr=False)
+    time_slices: tuple = field(init=False, repr=False)
     timestep_range: tuple = field(init=False, repr=False)
 
     def __post_init__(self):
+        checked = self._checked_arguments()
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+        table = _reference_stage_table(**checked)
+        for f in dataclasses.fields(table):
+            object.__setattr__(self, f.name, getattr(table, f.name))
+
+    def _checked_arguments(self) -> dict:
         K = check_int("stages", self.stages, minimum=1)
         N = check_int("num_train_timesteps", self.num_train_timesteps, minimum=2)
         gamma = _check_gamma("gamma", self.gamma)
         shift = check_float("shift", self.shift, low=0.0, low_open=True)
         sr = self.stage_range
+        if sr is None:
+            sr = tuple(i / K for i in range(K + 1))
         if not isinstance(sr, Sequence) or isinstance(sr, str):
-            raise TypeError(f"stage_range must be a sequence of floats, got {sr!r}")
+            raise TypeError(f"stage_range must be a sequence of floats or None, got {sr!r}")
         sr = tuple(check_float("stage_range", v, low=0.0, high=1.0) for v in sr)
         if len(sr) != K + 1:
             raise ValueError(
-                f"stage_range must have stages + 1 = {K + 1} entries, got {len(sr)}: {sr}"
+                f"stage_range must have stages + 1 = {K + 1} entries, got {len(sr)}: {sr} "
+                f"(leave it None for uniform stages)"
             )
         if sr[0] != 0.0 or sr[-1] != 1.0 or any(b <= a for a, b in zip(sr, sr[1:])):
-            raise ValueError(
-                f"stage_range must increase strictly from 0 to 1, got {sr}"
-            )
-        idx = [min(max(int(v * N), 0), N) for v in sr]
+            raise ValueError(f"stage_range must increase strictly from 0 to 1, got {sr}")
+        idx = [int(v * N) for v in sr]
         if any(b <= a for a, b in zip(idx, idx[1:])):
             raise ValueError(
                 f"stage_range {sr}: with num_train_timesteps={N} the boundaries fall on grid "
                 f"indices {idx}; every stage must span at least one grid step (1/{N})"
             )
-        for name, value in (("stages", K), ("num_train_timesteps", N), ("gamma", gamma),
-                            ("shift", shift), ("stage_range", sr)):
-            object.__setattr__(self, name, value)
+        return dict(stages=K, stage_range=sr, gamma=gamma, shift=shift, num_train_timesteps=N)
 
-        # The reference's float32 grid: timesteps N..1, σ = t/N, shifted, τ = σ·N.
-        t32 = torch.linspace(1, N, N, dtype=torch.float32).flip(0)
-        sig32 = t32 / N
-        sig32 = shift * sig32 / (1 + (shift - 1) * sig32)
-        tau32 = sig32 * N
-        sig = sig32.double().tolist()
-        tau = tau32.double().tolist()
-
-        ori, start, end = [], [], []
-        for k in range(K):
-            s_sigma = sig[idx[k]]
-            e_sigma = sig[idx[k + 1]] if idx[k + 1] < N else 0.0
-            ori.append(s_sigma)
-            if k > 0:
-                s_sigma = 1.0 - start_from_end(1.0 - s_sigma, gamma)
-            start.append(s_sigma)
-            end.append(e_sigma)
-        dist = [a - b for a, b in zip(start, end)]
-        total = math.fsum(dist)
-        ratios = []
-        for k in range(K):
-            a = 0.0 if k == 0 else math.fsum(dist[:k]) / total
-            b = 1.0 if k == K - 1 else math.fsum(dist[: k + 1]) / total
-            ratios.append((a, b))
-        trange = []
-        for a, b in ratios:
-            t_max = tau[int(a * N)]
-            t_min = tau[min(int(b * N), N - 1)]
-            trange.append((t_max, t_min))
-        object.__setattr__(self, "ori_start_sigmas", tuple(ori))
-        object.__setattr__(self, "start_sigmas", tuple(start))
-        object.__setattr__(self, "end_sigmas", tuple(end))
-        object.__setattr__(self, "timestep_ratios", tuple(ratios))
-        object.__setattr__(self, "timestep_range", tuple(trange))
-
-    # ------------------------------------------------------------------ small helpers
+    # ------------------------------------------------------------------ converters
     def _stage(self, stage, *, first: int = 0) -> int:
         return check_int("stage", stage, minimum=first, maximum=self.stages - 1)
 
     def timestep_from_ratio(self, stage: int, ratio):
-        """Pseudo-time ``t_min + r·(t_max - t_min)`` of local ratio ``r`` in ``stage``
-        (float or tensor, elementwise). This is the model's timestep input."""
+        """Pseudo-time ``t(r) = t_min + r·(t_max - t_min)`` of local ratio ``r`` in [0, 1]
+        (float or tensor, elementwise; ``docs/math.md`` §4). The model's timestep input."""
         stage = self._stage(stage)
         t_max, t_min = self.timestep_range[stage]
-        return t_min + ratio * (t_max - t_min)
+        r, out_dtype = values64("ratio", ratio, low=0.0, high=1.0)
+        return _restore(t_min + r * (t_max - t_min), out_dtype)
 
     def ratio_from_timestep(self, stage: int, timestep):
-        """Inverse of :meth:`timestep_from_ratio`. For a zero-length pseudo-time range (a
-        stage shorter than one timestep grid step) it returns ``timestep*0 + 1``."""
+        """Inverse of :meth:`timestep_from_ratio`; ``timestep`` must lie in the stage's
+        ``[t_min, t_max]`` (up to a relative 2^-8 of ``t_max``, the rounding of a
+        half-precision timestep). A zero-length range (a stage shorter than one grid step
+        of pseudo-time) gives ``r = 1``."""
         stage = self._stage(stage)
         t_max, t_min = self.timestep_range[stage]
-        if t_max == t_min:
-            return timestep * 0 + 1.0
-        return (timestep - t_min) / (t_max - t_min)
+        tol = abs(t_max) * 2.0**-8
+        t, out_dtype = values64("timestep", timestep, low=t_min - tol, high=t_max + tol)
+        r = t * 0 + 1.0 if t_max == t_min else (t - t_min) / (t_max - t_min)
+        return _restore(r, out_dtype)
 
     def sigma_from_ratio(self, stage: int, ratio):
-        """Noise level ``r·σ_start + (1-r)·σ_end`` of ``x_r`` in ``stage``."""
+        """Noise level ``σ(r) = r·σ_start + (1-r)·σ_end`` of ``x_r`` in ``stage``, r in [0, 1]."""
         stage = self._stage(stage)
         s, e = self.start_sigmas[stage], self.end_sigmas[stage]
-        return e + ratio * (s - e)
+        r, out_dtype = values64("ratio", ratio, low=0.0, high=1.0)
+        return _restore(e + r * (s - e), out_dtype)
 
     def level_shape(self, shape, stage: int) -> tuple[int, ...]:
-        """Shape of ``stage``'s state for a full-resolution ``shape`` (H, W halved
-        ``stages-1-stage`` times); ``ValueError`` unless H and W divide by 2^(stages-1)."""
+        """Shape of ``stage``'s state for a full-resolution (B, C, H, W) or (B, C, T, H, W)
+        ``shape``: H and W halved ``stages-1-stage`` times (they must divide by 2^(stages-1))."""
         stage = self._stage(stage)
-        shape = tuple(int(s) for s in shape)
-        self._check_spatial("shape", shape)
+        shape = check_shape("shape", shape)
+        if len(shape) not in (4, 5):
+            raise ValueError(f"shape must be (B, C, H, W) or (B, C, T, H, W), got {shape}")
+        _check_sizes("shape", shape, self.stages)
         f = 2 ** (self.stages - 1 - stage)
         return (*shape[:-2], shape[-2] // f, shape[-1] // f)
 
-    def _check_spatial(self, name: str, shape) -> None:
-        f = 2 ** (self.stages - 1)
-        h, w = shape[-2], shape[-1]
-        if h % f or w % f or h == 0 or w == 0:
-            raise ValueError(
-                f"{name}: H and W must be positive multiples of 2^(stages-1) = {f} so that every "
-                f"stage jump doubles an integer size (no odd H or W at a jump), got H={h}, W={w}"
-            )
-
     # ------------------------------------------------------------------ inference grid
-    def stage_grid(self, stage: int, n: int, *, compat: bool = True):
-        """Inference grid of ``stage`` with ``n`` Euler steps.
+    def stage_grid(self, stage: int, n: int, *, grid: str = "reference", compat=None):
+        """Inference grid of ``stage`` with ``n`` Euler steps (``docs/math.md`` §4).
 
         Returns ``(timesteps, ratios)``, float64 CPU tensors of shapes (n,) and (n+1,): step
         ``i`` calls the model at ``timesteps[i]`` on ``x_{ratios[i]}`` and moves to
-        ``ratios[i+1]``; ``timesteps[i] = timestep_from_ratio(stage, ratios[i])``.
+        ``ratios[i+1]``.
 
-        * ``compat=True`` (reference behaviour): ratios ``linspace(1, 1/N, n)`` then 0, and
-          timesteps linear from ``t_max`` to the pseudo-time of ``r = 1/N``; the last step
-          only moves ``1/N -> 0`` (nearly a wasted model call).
-        * ``compat=False``: ratios ``linspace(1, 0, n+1)``, n equal steps.
+        * ``grid="reference"``: ratios ``linspace(1, 1/N, n)`` then 0, timesteps linear from
+          ``t_max`` to ``t(1/N)``; the last step only moves ``1/N -> 0``.
+        * ``grid="exact"``: ratios ``linspace(1, 0, n+1)``, timesteps ``t(r_i)``.
+
+        ``compat=True/False`` is the old spelling of ``grid="reference"/"exact"``.
         """
         stage = self._stage(stage)
         n = check_int("n", n, minimum=1)
+        grid = _grid_choice(grid, compat, "stage_grid")
         N = self.num_train_timesteps
-        if compat:
+        t_max, t_min = self.timestep_range[stage]
+        if grid == "reference":
             r = torch.linspace(1.0, 1.0 / N, n, dtype=torch.float64)
             ratios = torch.cat([r, torch.zeros(1, dtype=torch.float64)])
-        else:
-            ratios = torch.linspace(1.0, 0.0, n + 1, dtype=torch.float64)
-        t_max, t_min = self.timestep_range[stage]
-        if compat:
             t_last = t_max + (t_min - t_max) * (N - 1) / N
-            timesteps = torch.linspace(t_max, t_last, n, dtype=torch.float64)
-        else:
-            timesteps = t_min + ratios[:-1] * (t_max - t_min)
-        return timesteps, ratios
+            return torch.linspace(t_max, t_last, n, dtype=torch.float64), ratios
+        ratios = torch.linspace(1.0, 0.0, n + 1, dtype=torch.float64)
+        return t_min + ratios[:-1] * (t_max - t_min), ratios
 
     # ------------------------------------------------------------------ stage jump
     def renoise_coefficients(self, stage: int) -> tuple[float, float]:
-        """``(alpha, beta)`` of the jump into ``stage`` (1 <= stage < stages).
-
-        With ``e = 1 - ori_start_sigmas[stage]`` (the signal level where stage-1 ended):
-        ``alpha = 1/(sqrt(1+1/γ)(1-e) + e) = s/e`` and ``beta = alpha·(1-e)/sqrt(γ)``.
-        Computed in float64; finite for γ down to tiny values (alpha -> 0, beta -> 1).
-        """
+        """``(α, β)`` of the jump into ``stage`` (1 <= stage < stages), ``docs/math.md`` §5:
+        with ``e = 1 - ori_start_sigmas[stage]``, ``α = 1/(sqrt(1+1/γ)(1-e) + e) = s/e`` and
+        ``β = α·(1-e)/sqrt(γ)``; float64, finite for tiny γ (α -> 0, β -> 1)."""
         stage = self._stage(stage, first=1)
         e = 1.0 - self.ori_start_sigmas[stage]
         g = self.gamma
         alpha = 1.0 / (math.sqrt((1.0 + g) / g) * (1.0 - e) + e)
-        beta = alpha * (1.0 - e) / math.sqrt(g)
-        return alpha, beta
+        return alpha, alpha * (1.0 - e) / math.sqrt(g)
 
-    def jump(
-        self,
-        x: torch.Tensor,
-        stage: int,
-        *,
-        generator=None,
-        noise: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Turn the state at the end of stage ``stage-1`` into the state at the start of
-        ``stage``: ``alpha·Up(x) + beta·η`` with ``Up`` nearest 2x (per frame for 5-D input)
-        and ``η`` 2x2 block noise of correlation ``-γ`` (:func:`vidnoise.noise.block_noise`).
+    def jump(self, x: torch.Tensor, stage: int, *, generator=None,
+             noise: torch.Tensor | None = None) -> torch.Tensor:
+        """State at the end of stage ``stage-1`` -> state at the start of ``stage``::
+
+            x_start = α·Up(x) + β·η      (docs/math.md §5)
+
+        ``Up`` nearest 2x (per frame for 5-D input), ``η`` 2x2 block noise of covariance
+        ``(1+γ)I - γ·11ᵀ`` per block (:func:`vidnoise.noise.block_noise`).
 
         Args:
             x: (B, C, H, W) or (B, C, T, H, W) state of stage ``stage-1``.
             stage: the stage being entered, 1 <= stage < stages.
             generator: for the block noise (one, or one per item of dim 0).
-            noise: optional renoising noise of the upsampled shape to use instead of block
-                noise (ablations, e.g. i.i.d. noise, or exact linear-algebra tests).
+            noise: renoising noise of the upsampled shape instead of block noise (ablations,
+                exact linear-algebra tests).
 
         Half-precision input is combined in float32 and returned in its dtype.
         """
         check_tensor("x", x, ndims=(4, 5))
         stage = self._stage(stage, first=1)
         alpha, beta = self.renoise_coefficients(stage)
-        wd = _work_dtype(x.dtype)
-        up = upsample_nearest(x.to(wd))
+        wd = work_dtype(x.dtype)
+        up = _upsample_nearest(x.to(wd))
         if noise is None:
-            noise = block_noise(
-                up.shape, gamma=self.gamma, block=(2, 2), generator=generator,
-                device=x.device, dtype=wd,
-            )
+            noise = block_noise(up.shape, gamma=self.gamma, block=(2, 2), generator=generator,
+                                device=x.device, dtype=wd)
         else:
             _check_noise(noise, up.shape, "the upsampled shape")
             noise = noise.to(device=up.device, dtype=wd)
-        out = torch.add(up * alpha, noise, alpha=beta)  # α·Up(x) + β·η
-        return out.to(x.dtype)
+        return torch.add(up * alpha, noise, alpha=beta).to(x.dtype)
 
     # ------------------------------------------------------------------ training
+    def local_ratio(self, u, *, grid: str = "reference") -> torch.Tensor:
+        """Local ratio of uniform draws ``u`` in [0, 1) (float64, ``docs/math.md`` §4):
+        ``grid="reference"``: ``r = 1 - floor(u·N)/N`` (u·N in u's own dtype, as the
+        reference's ``(u*N).long()``), r in {1, ..., 1/N}; ``grid="exact"``: ``r = 1 - u``."""
+        grid = check_choice("grid", grid, GRIDS)
+        check_tensor("u", u, ndims=(1,))
+        check_values("u", u, low=0.0, high=1.0, high_open=True)
+        N = self.num_train_timesteps
+        if grid == "reference":
+            return 1.0 - (u * N).floor().to(torch.float64).clamp(0, N - 1) / N
+        return 1.0 - u.to(torch.float64)
+
+    def stage_inputs(self, stage: int, latents: torch.Tensor, noise: torch.Tensor,
+                     u: torch.Tensor, *, grid: str = "reference") -> StageBatch:
+        """Training inputs of ``stage`` for given full-resolution latents, noise and u
+        (``docs/math.md`` §4)::
+
+            start  = n_0  (k = 0),  σ_s·n_k + (1-σ_s)·Up(clean_{k-1})  (k > 0)
+            end    = clean_k  (k = K-1),  σ_e·n_k + (1-σ_e)·clean_k  (k < K-1)
+            noisy  = r·start + (1-r)·end
+            target = start - end
+
+        ``n_k`` is level k of :func:`~vidnoise.noise.noise_pyramid` of ``noise``, ``clean_k``
+        the bilinear 2x latent pyramid (no variance factor), ``r = local_ratio(u, grid)``.
+
+        Args:
+            stage: 0 <= stage < stages.
+            latents: (n, C, H, W) or (n, C, T, H, W) at full resolution.
+            noise: full-resolution noise of the same shape.
+            u: (n,) draws in [0, 1).
+            grid: "reference" (quantised ratios) or "exact" (``r = 1 - u``).
+
+        Returns a :class:`StageBatch` with ``indices = arange(n)``. Half-precision latents
+        are combined in float32 and rounded once (their pyramid levels are 2x2 means
+        accumulated in float32 and stored in the input dtype).
+        """
+        k = self._stage(stage)
+        check_tensor("latents", latents, ndims=(4, 5))
+        _check_sizes("latents", latents.shape, self.stages)
+        _check_noise(noise, latents.shape, "the shape of latents")
+        n = latents.shape[0]
+        if not isinstance(u, torch.Tensor) or u.shape != (n,):
+            got = tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__
+            raise ValueError(f"u must be a tensor of shape (n,) = ({n},), got {got}")
+        r = self.local_ratio(u.to(latents.device), grid=grid)
+        wd, K = work_dtype(latents.dtype), self.stages
+        if n == 0:
+            return _empty_batch(k, self.level_shape(latents.shape, k), latents, wd)
+        levels = [latents]  # clean_{K-1}, clean_{K-2}, ..., clean_{k-1}
+        for _ in range(K - 1 - k + (k > 0)):
+            levels.append(_bilinear_half(levels[-1]))
+        clean = levels[K - 1 - k].to(wd)
+        n_k = noise_pyramid(noise.to(device=latents.device, dtype=wd), K - k)[0]
+        s_sig, e_sig = self.start_sigmas[k], self.end_sigmas[k]
+        r_b = r.to(wd).view(n, *([1] * (latents.dim() - 1)))
+
+        prev = levels[-1].to(wd) if k > 0 else None  # clean_{k-1}
+        if _FUSED:  # same numbers up to rounding, fewer passes over memory (tests run both)
+            noisy, target = _fused_noisy_target(k == K - 1, s_sig, e_sig, n_k, clean, prev, r_b)
+        else:
+            start = n_k if k == 0 else s_sig * n_k + (1 - s_sig) * _upsample_nearest(prev)
+            end = clean if k == K - 1 else e_sig * n_k + (1 - e_sig) * clean
+            noisy = r_b * start + (1 - r_b) * end
+            target = start - end
+
+        t_max, t_min = self.timestep_range[k]
+        return StageBatch(
+            stage=k, indices=torch.arange(n, device=latents.device),
+            noisy=noisy.to(latents.dtype), target=target.to(latents.dtype), ratio=r.to(wd),
+            timestep=(t_min + r * (t_max - t_min)).to(wd),
+            sigma=(e_sig + r * (s_sig - e_sig)).to(wd),
+        )
+
     def training_inputs(
         self,
         latents: torch.Tensor,
         *,
-        sample_ratios: Sequence[int] = (1, 2, 1),
+        stage_shares: Sequence[int] | None = None,
         generator=None,
-        sigma_sampler: Callable | None = None,
+        u_sampler: Callable | None = None,
         noise: torch.Tensor | None = None,
-        compat: bool = True,
+        grid: str = "reference",
+        sample_ratios: Sequence[int] | None = None,
     ) -> list[StageBatch]:
         """Pyramidal flow-matching training inputs, one :class:`StageBatch` per stage.
 
-        The batch is split into stages as in the reference: with ``S = sum(sample_ratios)``
-        columns, sample ``b`` is in column ``b mod S`` and columns are given to stages in
-        order, ``sample_ratios[k]`` each (default (1, 2, 1): a quarter of the batch on each
-        of the coarse and fine stages, half on the middle one). For the samples of stage
-        ``k`` (math note, section 2)::
-
-            start = n_0                                        (k = 0)
-            start = σ_s·n_k + (1-σ_s)·Up(clean_{k-1})          (k > 0)
-            end   = σ_e·n_k + (1-σ_e)·clean_k                  (k < K-1; clean_K-1 = latents)
-            noisy = r·start + (1-r)·end,   target = start - end
-
-        with ``clean_k`` the bilinear 2x latent pyramid (no variance factor) and ``n_k`` the
-        :func:`~vidnoise.noise.noise_pyramid` of one full-resolution white noise.
-
-        The local ratio comes from ``u = sigma_sampler(n, generator=..., device=...)`` in
-        [0, 1) (default :func:`vidnoise.timesteps.uniform`). With ``compat=True`` it is read
-        off the reference's 1000-point grid: ``j = clamp(floor(u·N), 0, N-1)``,
-        ``r = 1 - j/N`` (so r in {1, ..., 1/N}); with ``compat=False`` ``r = 1 - u``. The
-        timestep is ``timestep_from_ratio(k, r)``. Same noise and u in, same numbers out as
-        the reference ``add_pyramid_noise``, without its per-column loop, float64 promotion
-        and materialised upsampling.
+        Splits the batch as the reference does: with ``S = sum(stage_shares)`` columns,
+        sample ``b`` is in column ``b mod S`` and the columns go to the stages in order,
+        ``stage_shares[k]`` each. It then draws the full-resolution noise and, stage by
+        stage, ``u = u_sampler(n, generator=..., device=...)``, and returns
+        :meth:`stage_inputs` of each stage with its batch positions in ``indices``.
 
         Args:
             latents: (B, C, H, W) or (B, C, T, H, W) at full resolution; H, W multiples of
-                2^(stages-1); B a multiple of sum(sample_ratios).
-            sample_ratios: ``stages`` non-negative ints (columns per stage), sum >= 1.
+                2^(stages-1); B a multiple of sum(stage_shares) (B = 0 gives empty stages).
+            stage_shares: ``stages`` ints >= 0, sum >= 1; default 1 for the first and last
+                stage and 2 for each inner one (the reference's (1, 2, 1) for 3 stages).
             generator: one generator or one per sample. Draw order: the full-resolution
                 noise (unless ``noise`` is given), then u for stage 0, 1, ... With one
                 generator per sample, sample ``b``'s numbers depend only on generator ``b``.
-            sigma_sampler: callable ``(n, *, generator, device) -> (n,)`` of u in [0, 1).
-            noise: optional full-resolution noise (shape of ``latents``) instead of a draw.
-            compat: grid-quantised ratios (reference) or continuous ones.
+            u_sampler: callable ``(n, *, generator, device) -> (n,)`` floating tensor of u in
+                [0, 1) (default: the library's ``uniform`` σ sampler); values outside [0, 1)
+                or NaN raise ``ValueError`` (checked on the host for CPU tensors).
+            noise: full-resolution noise (shape of ``latents``) instead of a draw.
+            grid: "reference" (ratios on the N-point grid) or "exact" (``r = 1 - u``).
+            sample_ratios: old name of ``stage_shares``.
 
-        Returns:
-            A list of ``stages`` :class:`StageBatch` (stage order); noisy and target at the
-            stage's resolution in the latents' dtype. Half-precision inputs are combined in
-            float32 and rounded once (their latent pyramid levels are 2x2 means accumulated
-            in float32 and stored in the input dtype).
+        Same noise and u in, same numbers out as the reference ``add_pyramid_noise``.
         """
         check_tensor("latents", latents, ndims=(4, 5))
-        K = self.stages
-        self._check_spatial("latents", latents.shape)
-        ratios_in = tuple(sample_ratios) if isinstance(sample_ratios, Sequence) else None
-        if ratios_in is None or len(ratios_in) != K:
-            raise ValueError(
-                f"sample_ratios must be a sequence of stages = {K} non-negative ints, "
-                f"got {sample_ratios!r}"
-            )
-        ratios_in = tuple(check_int("sample_ratios", v, minimum=0) for v in ratios_in)
-        S = sum(ratios_in)
-        if S < 1:
-            raise ValueError(f"sample_ratios must sum to at least 1, got {ratios_in}")
-        B = latents.shape[0]
+        _check_sizes("latents", latents.shape, self.stages)
+        shares = _stage_shares(self.stages, stage_shares, sample_ratios)
+        grid = check_choice("grid", grid, GRIDS)
+        sampler = check_callable("u_sampler", u_sampler, optional=True) or _default_u_sampler()
+        B, S = latents.shape[0], sum(shares)
         if B % S:
             raise ValueError(
-                f"latents: the batch size B={B} must be a multiple of sum(sample_ratios) = {S} "
-                f"(sample_ratios={ratios_in})"
+                f"latents: the batch size B={B} must be a multiple of sum(stage_shares) = {S} "
+                f"(stage_shares={shares})"
             )
         gens = as_generators(generator, B)
-        device = latents.device
-        wd = _work_dtype(latents.dtype)
         if noise is None:
-            noise = randn(latents.shape, generator=gens, device=device, dtype=wd)
+            noise = randn(latents.shape, generator=gens, device=latents.device,
+                          dtype=work_dtype(latents.dtype))
         else:
             _check_noise(noise, latents.shape, "the shape of latents")
-        sampler = sigma_sampler if sigma_sampler is not None else _default_sigma_sampler()
-        N = self.num_train_timesteps
-        G = B // S
-        rest = latents.shape[1:]
-        out = []
-        col0 = 0
-        for k in range(K):
-            ncol = ratios_in[k]
-            cols = range(col0, col0 + ncol)
-            col0 += ncol
-            # rows b = g*S + c for c in this stage's columns: ascending b
-            rows = [g * S + c for g in range(G) for c in cols]
-            n = len(rows)
-            idx = torch.tensor(rows, dtype=torch.int64).to(device)
-            lat = latents.reshape(G, S, *rest)[:, cols.start:cols.stop].reshape(n, *rest)
-            nz = noise.reshape(G, S, *rest)[:, cols.start:cols.stop].reshape(n, *rest)
-            nz = nz.to(device=device, dtype=wd)
-            if n == 0:
-                shp = self.level_shape(latents.shape, k)
-                empty = latents.new_zeros((0, *shp[1:]))
-                zero = torch.zeros(0, dtype=wd, device=device)
-                out.append(StageBatch(stage=k, indices=idx, noisy=empty, target=empty.clone(),
-                                      ratio=zero, timestep=zero.clone(), sigma=zero.clone()))
-                continue
-            # latent pyramid down to level k-1 (only what this stage needs); 2x2 means of half
-            # inputs are accumulated in float32 by torch and rounded once per level
-            clean = lat
-            for _ in range(K - 1 - k):
-                clean = _bilinear_half(clean)
-            prev = _bilinear_half(clean).to(wd) if k > 0 else None
-            clean = clean.to(wd)
-            n_k = noise_pyramid(nz, K - k)[0]
-            s_sig, e_sig = self.start_sigmas[k], self.end_sigmas[k]
-            # end = σ_e n_k + (1-σ_e) clean_k ; target = start - end
-            if k < K - 1:
-                end = torch.add(n_k * e_sig, clean, alpha=1.0 - e_sig)
-            else:
-                end = clean
-            if k == 0:
-                target = n_k - end
-            else:
-                # start = σ_s n_k + (1-σ_s) Up(prev), Up as a broadcast over 2x2 blocks
-                h, w = prev.shape[-2:]
-                tgt = torch.add(n_k * s_sig, end, alpha=-1.0)
-                tgt6 = tgt.view(*tgt.shape[:-2], h, 2, w, 2)
-                tgt6.add_(prev.unsqueeze(-1).unsqueeze(-3), alpha=1.0 - s_sig)
-                target = tgt
-            # local ratio
-            sub_gens = [gens[i] for i in rows] if isinstance(gens, list) else gens
-            u = torch.as_tensor(sampler(n, generator=sub_gens, device=device), device=device)
-            if u.shape != (n,) or not u.is_floating_point():
-                raise ValueError(
-                    f"sigma_sampler must return a floating tensor of shape ({n},), "
-                    f"got {u.dtype} {tuple(u.shape)}"
-                )
-            if compat:  # j = floor(u·N) in u's own dtype, as the reference's (u*N).long()
-                j = (u * N).floor().to(torch.float64).clamp_(0, N - 1)
-                r = 1.0 - j / N
-            else:
-                r = 1.0 - u.to(torch.float64)
-            r_w = r.to(wd)
-            noisy = torch.addcmul(end, r_w.view(n, *([1] * (target.dim() - 1))), target)
-            t_max, t_min = self.timestep_range[k]
-            timestep = (t_min + r * (t_max - t_min)).to(wd)
-            sigma = (e_sig + r * (s_sig - e_sig)).to(wd)
-            out.append(StageBatch(
-                stage=k, indices=idx, noisy=noisy.to(latents.dtype),
-                target=target.to(latents.dtype), ratio=r_w, timestep=timestep, sigma=sigma,
-            ))
+        def columns(x, a, b):  # samples g·S + c, c in [a, b), ascending: a strided slice
+            return x.reshape(B // S, S, *x.shape[1:])[:, a:b].reshape(-1, *x.shape[1:])
+
+        out, first = [], 0
+        for k, share in enumerate(shares):
+            a, first = first, first + share
+            rows = columns(torch.arange(B), a, first)
+            u = _draw_u(sampler, rows, gens, latents.device)
+            batch = self.stage_inputs(k, columns(latents, a, first), columns(noise, a, first),
+                                      u, grid=grid)
+            out.append(dataclasses.replace(batch, indices=rows.to(latents.device)))
         return out
 
 
-# ----------------------------------------------------------------------------- history
-def corrupt_history(frames: torch.Tensor, max_ratio: float = 1 / 3, *, generator=None,
-                    return_sigma: bool = False):
-    """Corrupt autoregressive history (condition) frames, as Pyramid-Flow's training does::
-
-        σc ~ U(0, max_ratio) per sample (dim 0),   out = σc·ε + (1-σc)·frames
-
-    Args:
-        frames: (B, ...) floating tensor (e.g. (B, C, T, H, W) past latent frames).
-        max_ratio: upper end of σc, in [0, 1] (reference: 1/3).
-        generator: one generator or one per sample; σc is drawn first, then ε.
-        return_sigma: also return σc, shape (B,) (float32, float64 for float64 frames).
-
-    Half-precision frames are combined in float32 and returned in their dtype.
-    """
-    check_tensor("frames", frames)
-    if frames.dim() < 1:
-        raise ValueError("frames must have a batch dim (dim 0), got a 0-d tensor")
-    max_ratio = check_float("max_ratio", max_ratio, low=0.0, high=1.0)
-    B = frames.shape[0]
-    gens = as_generators(generator, B)
-    wd = _work_dtype(frames.dtype)
-    sigma = rand((B,), generator=gens, device=frames.device, dtype=wd) * max_ratio
-    eps = randn(frames.shape, generator=gens, device=frames.device, dtype=wd)
-    s = sigma.view(B, *([1] * (frames.dim() - 1)))
-    out = torch.lerp(frames.to(wd), eps, s).to(frames.dtype)
-    return (out, sigma) if return_sigma else out
+# Old public name, not in __all__: kept only while src/vidnoise/demo/sample.py and
+# tests/test_sample_pyramid.py import it (the fix is theirs to make).
+upsample_nearest = _upsample_nearest

@@ -7,7 +7,7 @@ For ``x0 ~ N(μ, C)`` and any linear path ``x = A·x0 + B·ε`` (``ε ~ N(0, I)`
 
 Every path of vidnoise is linear in (x0, ε), pyramid stages included, so velocities and the
 covariance of every linear sampler step can be computed exactly, in float64, with no
-sampling (math note, section 6). Vectors are flattened row-major from a per-sample shape
+sampling (``docs/math.md`` §9). Vectors are flattened row-major from a per-sample shape
 ``(C, H, W)``; matrices act on the last dim of (n, d) batches.
 """
 
@@ -113,7 +113,7 @@ class GaussianData:
         return (self.mean + z @ self._sqrt.T).reshape(n, *self.shape)
 
     def posterior_mean(self, A: torch.Tensor, B: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``E[x0 | A·x0 + B·ε = x] = μ + C Aᵀ (A C Aᵀ + B Bᵀ)⁻¹ (x - A μ)``.
+        """``E[x0 | A·x0 + B·ε = x] = μ + C Aᵀ (A C Aᵀ + B Bᵀ)⁻¹ (x - A μ)`` (``docs/math.md`` §9).
 
         ``A`` (m, d), ``B`` (m, q), ``x`` (..., m) (rows are observations); returns (..., d).
         ``A C Aᵀ + B Bᵀ`` must be invertible.
@@ -170,7 +170,8 @@ def pyramid_operators(shape, stages: int):
 
 class StageVelocity:
     """Exact stage velocity ``v(x, r) = E[start - end | x_r = x]`` for Gaussian data: an
-    affine map ``M(r)·x + c(r)`` at the stage's resolution (see :func:`exact_stage_velocity`).
+    affine map ``M(r)·x + c(r)`` at the stage's resolution (see :func:`exact_stage_velocity`;
+    the stage end points are those of ``docs/math.md`` §4, the posterior mean that of §9).
 
     With ``x_r = A_r·x0 + b_r·N·ε`` and ``target = A_T·x0 + (σ_s - σ_e)·N·ε`` (``N`` the
     noise-pyramid rows, ``N Nᵀ = I``)::
@@ -242,9 +243,9 @@ class StageVelocity:
 def exact_stage_velocity(data: GaussianData, schedule, stage: int) -> StageVelocity:
     """The exact (Bayes-optimal) velocity of ``stage``: ``x ↦ E[start - end | x_r = x]``.
 
-    This is what a model trained on :meth:`PyramidSchedule.training_inputs` learns with an
-    L2 loss, and what :func:`vidnoise.samplers.sample_pyramid` needs. Returns a
-    :class:`StageVelocity`: ``v(x, r)`` and ``v.matrix(r) -> (M, c)`` with
+    This is what a model trained on :meth:`~vidnoise.pyramid.PyramidSchedule.training_inputs`
+    learns with an L2 loss, and what :func:`vidnoise.samplers.sample_pyramid` needs. Returns
+    a :class:`StageVelocity`: ``v(x, r)`` and ``v.matrix(r) -> (M, c)`` with
     ``E[target | x_r = x] = M x + c`` on flattened (C, h, w) vectors. ``A_r C A_rᵀ + b_r² I``
     must be invertible: it is for every r > 0, and at r = 0 too unless it is the last stage
     with a singular ``cov``.
