@@ -376,6 +376,30 @@ def test_bad_arguments():
 
 
 def test_import_vidnoise_does_not_import_diffusers():
-    code = ("import sys, vidnoise, vidnoise.samplers, vidnoise.schedules; "
+    code = ("import sys, vidnoise, vidnoise.samplers, vidnoise.schedules, vidnoise.presets; "
+            "vidnoise.presets.get('wan2.1-t2v-14b').sigmas(); "
             "assert 'diffusers' not in sys.modules, 'diffusers imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_presets_match_the_grids_pipelines_run(wan, mochi, hunyuan, ltx, cog):
+    """Run each tiny pipeline with its native scheduler and read the grid it used."""
+    from vidnoise import presets
+
+    run(mochi, D.FlowMatchEulerDiscreteScheduler.from_config(mochi[1]))
+    got = 1 - mochi[0].scheduler.sigmas  # Mochi's scheduler runs inverted
+    torch.testing.assert_close(presets.get("mochi-1").sigmas(4), got, rtol=0, atol=2e-7)
+    run(hunyuan, D.FlowMatchEulerDiscreteScheduler.from_config(hunyuan[1]))
+    torch.testing.assert_close(presets.get("hunyuanvideo").sigmas(4),
+                               hunyuan[0].scheduler.sigmas, rtol=0, atol=2e-7)
+    run(ltx, D.FlowMatchEulerDiscreteScheduler.from_config(ltx[1]))
+    torch.testing.assert_close(presets.get("ltx-video").sigmas(4, height=64, width=64, frames=9),
+                               ltx[0].scheduler.sigmas, rtol=0, atol=2e-7)
+    wan_unipc = D.UniPCMultistepScheduler(prediction_type="flow_prediction",
+                                          use_flow_sigmas=True, flow_shift=5.0)
+    run(wan, wan_unipc)
+    torch.testing.assert_close(presets.get("wan2.1-t2v-14b-diffusers").sigmas(4),
+                               wan[0].scheduler.sigmas, rtol=0, atol=2e-7)
+    sched = D.CogVideoXDDIMScheduler.from_config(cog[1])
+    run(cog, sched)
+    assert torch.equal(presets.get("cogvideox-2b").vp_timesteps(4), sched.timesteps)
