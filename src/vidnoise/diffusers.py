@@ -309,21 +309,21 @@ class FlowScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
         x = sample.to(wdt)
         out = model_output.to(wdt)
         if kind == "e":
-            prev = x + h * out  # x' = x + (σ' - σ)·out
+            prev = torch.add(x, out, alpha=h)  # x' = x + (σ' - σ)·out (one fused kernel)
         elif kind == "p":
             self._saved = (x, out)
-            prev = x + h * out  # Euler predictor x̃ at σ'
+            prev = torch.add(x, out, alpha=h)  # Euler predictor x̃ at σ'
         elif kind == "c":
             x0, out0 = self._saved
             self._saved = None
-            prev = x0 + (h / 2) * (out0 + out)  # Heun: x' = x + h (out + out')/2
+            prev = torch.add(x0, out0 + out, alpha=h / 2)  # Heun: x' = x + h (out + out')/2
         elif kind == "m":
             self._saved = (x, None)
-            prev = x + (h / 2) * out  # half step to σ_m
+            prev = torch.add(x, out, alpha=h / 2)  # half step to σ_m
         else:
             x0 = self._saved[0]
             self._saved = None
-            prev = x0 + h * out  # midpoint: x' = x + h·out(x_m, σ_m)
+            prev = torch.add(x0, out, alpha=h)  # midpoint: x' = x + h·out(x_m, σ_m)
         self._step_index = k + 1
         prev = prev.to(model_output.dtype)
         if not return_dict:
