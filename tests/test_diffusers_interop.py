@@ -24,6 +24,12 @@ from vidnoise.samplers import sample_edm, sample_flow  # noqa: E402
 TOL = 1e-5
 
 
+@pytest.fixture(autouse=True)
+def _no_grad():
+    with torch.no_grad():  # as the pipelines run; the adapters leave autograd to the caller
+        yield
+
+
 def rel(a, b):
     return float((a - b).abs().max() / b.abs().max())
 
@@ -177,8 +183,11 @@ def test_euler_parity_in_pipeline(name, steps, request):
 
 
 @pytest.mark.parametrize("name", ["wan", "mochi", "hunyuan", "ltx"])
-@pytest.mark.parametrize("solver,calls", [("heun", lambda n: 2 * n - 1),
-                                          ("midpoint", lambda n: 2 * n)])
+@pytest.mark.parametrize("solver,calls", [
+    ("heun", lambda n: 2 * n - 1),
+    # midpoint's values are checked in the default run by test_as_flow_model_matches_pipeline_wan
+    pytest.param("midpoint", lambda n: 2 * n, marks=pytest.mark.slow),
+])
 def test_two_call_solvers_in_pipeline(name, solver, calls, request):
     setup = request.getfixturevalue(name)
     sched = FlowScheduler.from_config(setup[1], solver=solver)
@@ -239,10 +248,11 @@ def test_vp_heun_calls_and_denoiser_matches_pipeline(cog):
                       encoder_hidden_states=emb)
     # vp_sigmas floors abar at 2^-24 (σ_0 = 4096 instead of inf): the first step differs
     # from DDIM by O(sqrt(2^-24)) = 2.4e-4 relative, and float32 cancellation in
-    # x + h (x - D)/σ at σ_0 = 4096 adds ~4096 * 6e-8 = 2.4e-4; 2e-3 bounds both.
+    # x + h (x - D)/σ at σ_0 = 4096 adds ~4096 * 6e-8 = 2.4e-4; 1e-3 bounds both (measured
+    # 8.3e-5).
     sig = schedules.vp_sigmas(4, path)
     x_edm = sample_edm(den, lat.clone(), sig)  # init: noise * σ_0 (EDM)
-    assert rel(x_edm, ref) <= 2e-3
+    assert rel(x_edm, ref) <= 1e-3
     # the ε-prediction reading of the same v model is far off
     bad = as_denoiser(pipe.transformer, path.alpha_bar, "epsilon",
                       guidance_scale=kw["guidance_scale"], encoder_hidden_states=emb)
@@ -284,7 +294,7 @@ def test_diffusers_flow_grid_is_diffusers_default(n, shift):
 
 def test_diffusers_flow_grid_double_shift_value():
     g = schedules.diffusers_flow_grid(28, 3.0)
-    assert abs(float(g[-2]) - 0.0089286) < 1e-6  # shift(shift(1/1000, 3), 3) = 9/1004
+    assert abs(float(g[-2]) - 0.0089286) < 1e-6  # shift(shift(1/1000, 3), 3) = 9/1008
     assert abs(float(schedules.shift(schedules.linear(28), 3.0)[-2]) - 0.1) < 1e-7
     with pytest.raises(ValueError, match="shift"):
         schedules.diffusers_flow_grid(4, 0.0)
