@@ -413,3 +413,34 @@ def test_presets_match_the_grids_pipelines_run(wan, mochi, hunyuan, ltx, cog):
     sched = D.CogVideoXDDIMScheduler.from_config(cog[1])
     run(cog, sched)
     assert torch.equal(presets.get("cogvideox-2b").vp_timesteps(4), sched.timesteps)
+
+
+@pytest.mark.parametrize("solver,churn", [("heun", 0.0), ("euler", 2.0), ("heun", 2.0)])
+def test_vp_scheduler_is_sample_edm(cog, solver, churn):
+    """VPScheduler (heun, churn with s_noise = 0) in the pipeline == sample_edm on the adapter.
+
+    Finite-SNR config (no zero-SNR rescale) so σ_0 is finite and sample_edm starts at the same
+    state: x_edm = x_vp / sqrt(abar_0) = noise·sqrt(1 + σ_0²). Churn on every step but the
+    first (s_tmax = σ_1), as VPScheduler adds it at the end of the previous step.
+    """
+    pipe, _, lat, kw, _ = cog
+    cfg = dict(COG_CONFIG, rescale_betas_zero_snr=False)
+    sched = VPScheduler.from_config(cfg, solver=solver)
+    path = VPPath(snr_shift_scale=3.0)
+    sig = schedules.vp_sigmas(4, path).double().tolist()
+    if churn:
+        sched = VPScheduler.from_config(cfg, solver=solver, s_churn=churn, s_noise=0.0,
+                                        s_tmax=sig[1])
+    ref, _ = run(cog, sched)
+    emb = torch.cat([kw["negative_prompt_embeds"], kw["prompt_embeds"]])
+    den = as_denoiser(pipe.transformer, path.alpha_bar, "v",
+                      guidance_scale=kw["guidance_scale"], encoder_hidden_states=emb)
+    x = sample_edm(den, lat.clone(), sig, order=2 if solver == "heun" else 1, s_churn=churn,
+                   s_noise=0.0, s_tmax=sig[1] if churn else float("inf"),
+                   init=lambda noise, s0: noise * (1 + s0 * s0) ** 0.5)
+    # the last step ends at abar' = 1 (set_alpha_to_one), where x_vp = x_edm; float32
+    # arithmetic through the EDM scale σ_0 ≈ 14.6 costs ~15 · 6e-8 relative: 1e-5
+    assert rel(x, ref) <= 1e-5
+    if churn:  # churn changed the result (the comparison is not vacuous)
+        plain, _ = run(cog, VPScheduler.from_config(cfg, solver=solver))
+        assert rel(plain, ref) > 1e-3
