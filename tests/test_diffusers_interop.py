@@ -12,6 +12,8 @@ import sys
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 D = pytest.importorskip("diffusers")
 
@@ -444,3 +446,21 @@ def test_vp_scheduler_is_sample_edm(cog, solver, churn):
     if churn:  # churn changed the result (the comparison is not vacuous)
         plain, _ = run(cog, VPScheduler.from_config(cfg, solver=solver))
         assert rel(plain, ref) > 1e-3
+
+
+@given(n=st.integers(1, 150), shift=st.floats(0.2, 20.0),
+       big_n=st.sampled_from([2, 10, 1000, 1001]))
+@settings(max_examples=40, deadline=None)
+def test_diffusers_flow_grid_property(n, shift, big_n):
+    """Over steps, shifts and training grids: diffusers' default grid, and FlowScheduler's."""
+    ref = D.FlowMatchEulerDiscreteScheduler(shift=shift, num_train_timesteps=big_n)
+    ref.set_timesteps(n)
+    got = schedules.diffusers_flow_grid(n, shift, big_n)
+    # diffusers computes its grid ends shift(1) and shift(1/N) in float32 (a few ulps, 6e-8
+    # each) and shifts again, which scales an error at σ by the shift's slope, at most
+    # max(s, 1/s): a bound of 4 ulps times (1 + max(s, 1/s))
+    torch.testing.assert_close(got, ref.sigmas, rtol=0,
+                               atol=2.4e-7 * (1 + max(shift, 1 / shift)))
+    ours = FlowScheduler(shift=shift, num_train_timesteps=big_n)
+    ours.set_timesteps(n)
+    assert torch.equal(ours.sigmas, ref.sigmas) and torch.equal(ours.timesteps, ref.timesteps)

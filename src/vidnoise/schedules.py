@@ -215,7 +215,8 @@ def diffusers_flow_grid(n: int, shift: float = 1.0, num_train_timesteps: int = 1
     ``n = 28``, ``s = 3`` the last nonzero value is 0.00893 where
     ``shift(linear(28), 3)[-2]`` is 0.1. With ``s = 1`` it is ``linspace(1, 1/N, n)``
     then 0 (not :func:`linear`, whose last nonzero value is ``1/n``). Computed in float64
-    (diffusers rounds ``shift(1/N)`` to float32 first: the two agree to float32 rounding).
+    (diffusers computes the ends ``shift(1)``, ``shift(1/N)`` in float32 first: the two agree
+    to float32 rounding).
     Requires ``n >= 1``, ``shift > 0``, ``num_train_timesteps >= 2``.
     """
     n = check_int("n", n, minimum=1)
