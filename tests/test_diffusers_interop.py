@@ -464,3 +464,21 @@ def test_diffusers_flow_grid_property(n, shift, big_n):
     ours = FlowScheduler(shift=shift, num_train_timesteps=big_n)
     ours.set_timesteps(n)
     assert torch.equal(ours.sigmas, ref.sigmas) and torch.equal(ours.timesteps, ref.timesteps)
+
+
+@pytest.mark.parametrize("cls,cfg", [(FlowScheduler, dict(shift=3.0, solver="heun")),
+                                     (VPScheduler, dict(COG_CONFIG, solver="heun"))])
+def test_half_precision_steps_in_float32(cls, cfg):
+    """bf16 in, bf16 out, updated in float32: equals the float32 run rounded once per step."""
+    s32, s16 = cls.from_config(cfg), cls.from_config(cfg)
+    s32.set_timesteps(5)
+    s16.set_timesteps(5)
+    x32 = torch.randn(2, 4, 3, 3, generator=_gen(3))
+    x16 = x32.to(torch.bfloat16)
+    for k, t in enumerate(s32.timesteps):
+        out = torch.randn(2, 4, 3, 3, generator=_gen(10 + k)).to(torch.bfloat16)
+        x32 = s32.step(out.float(), t, x16.float()).prev_sample  # same bf16 inputs
+        x16 = s16.step(out, t, x16).prev_sample
+        assert x16.dtype == torch.bfloat16
+        # one bf16 rounding of the float32 result (relative 2^-8)
+        torch.testing.assert_close(x16.float(), x32, rtol=2**-8, atol=1e-6)

@@ -484,14 +484,19 @@ class VPScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
              return_dict: bool = True, **kwargs):
         """One model call's update (the ``timestep`` value is not read: a counter is used).
 
-        ``eta`` must be 0 (deterministic DDIM); churn noise comes from ``s_churn`` in the
-        config and is drawn with ``generator``.
+        Computed in float32 for half-precision input (diffusers' DDIM computes in the
+        sample's dtype) and returned in ``sample``'s dtype. ``eta`` must be 0 (deterministic
+        DDIM); churn noise comes from ``s_churn`` in the config and is drawn with
+        ``generator``.
         """
         if eta:
             _unsupported("eta", eta, "VPScheduler (stochastic DDIM); use s_churn")
         k = self._next_call()
         e = self._plan[k]
         ab, abp = e["ab"], e["abp"]
+        dtype = sample.dtype
+        wdt = torch.float64 if dtype == torch.float64 else torch.float32  # half works in fp32
+        sample, model_output = sample.to(wdt), model_output.to(wdt)
         a = math.sqrt((1 - abp) / (1 - ab))  # sqrt((1-abar')/(1-abar))
         b = math.sqrt(abp) - math.sqrt(ab) * a
         if e.get("corrector"):
@@ -518,6 +523,7 @@ class VPScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
             ab_old, ab_new = 1 / (1 + sig * sig), 1 / (1 + sig_hat * sig_hat)
             prev = math.sqrt(ab_new) * (prev / math.sqrt(ab_old) + std * eps)
         self._step_index = k + 1
+        prev = prev.to(dtype)
         if not return_dict:
             return (prev, None)
         return SchedulerOutput(prev_sample=prev)
