@@ -351,8 +351,8 @@ _PRESETS = {
         name="pyramid-flow", kind="flow", grid="pyramid", steps=20, guidance=9.0,
         timestep="stage pseudo-time (PyramidSchedule.timestep_range)",
         prediction="v = ε - x0 per stage (flow)",
-        grid_source="jy0205/Pyramid-Flow pyramid_dit/flux_modules/... "
-                    "scheduling_flow_matching.py (PyramidFlowMatchEulerDiscreteScheduler: "
+        grid_source="jy0205/Pyramid-Flow diffusion_schedulers/scheduling_flow_matching.py "
+                    "(PyramidFlowMatchEulerDiscreteScheduler: "
                     "3 stages, stage_range [0, 1/3, 2/3, 1], gamma 1/3, shift 1.0)",
         sources="jy0205/Pyramid-Flow README / app.py (num_inference_steps [20, 20, 20], "
                 "video_num_inference_steps [10, 10, 10], guidance_scale 9.0, "
