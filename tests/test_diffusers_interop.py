@@ -482,3 +482,15 @@ def test_half_precision_steps_in_float32(cls, cfg):
         assert x16.dtype == torch.bfloat16
         # one bf16 rounding of the float32 result (relative 2^-8)
         torch.testing.assert_close(x16.float(), x32, rtol=2**-8, atol=1e-6)
+
+
+def test_as_flow_model_matches_pipeline_hunyuan(hunyuan):
+    """HunyuanVideo's embedded guidance goes through call_kwargs (guidance = 1000·scale)."""
+    pipe, _, lat, kw, _ = hunyuan
+    ref, _ = run(hunyuan, D.FlowMatchEulerDiscreteScheduler.from_config(hunyuan[1]))
+    model = as_flow_model(pipe.transformer, encoder_hidden_states=kw["prompt_embeds"],
+                          encoder_attention_mask=kw["prompt_attention_mask"],
+                          pooled_projections=kw["pooled_prompt_embeds"],
+                          guidance=torch.tensor([6.0 * 1000.0]))  # the pipeline's default 6.0
+    got = sample_flow(model, lat.clone(), schedules.shift(schedules.linear(4), 7.0))
+    assert rel(got, ref) <= TOL
