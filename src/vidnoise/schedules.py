@@ -224,3 +224,33 @@ def vp_sigmas(n: int, path: VPPath | None = None, *, alpha_bar_min: float = 2.0*
     ab = path.alpha_bar[t].clamp(min=alpha_bar_min)
     sig = torch.sqrt((1.0 - ab) / ab)
     return _grid(torch.cat([sig, sig.new_zeros(1)]), device)
+
+
+def diffusers_flow_grid(n: int, shift: float = 1.0, num_train_timesteps: int = 1000, *,
+                        device=None):
+    """diffusers' default FlowMatch grid for ``n`` steps: ``n + 1`` flow noise fractions.
+
+    ``FlowMatchEulerDiscreteScheduler(shift=s).set_timesteps(n)`` with no ``sigmas=`` builds
+    ``shift(linspace(1, shift(1/N), n), s)`` then 0, with ``N = num_train_timesteps``: its
+    constructor stores the shifted training grid ``shift(k/N)``, k = N .. 1, and
+    ``set_timesteps`` spaces ``n`` values between that grid's ends and shifts them again,
+    so the low end is shifted twice (diffusers, ``src/diffusers/schedulers/
+    scheduling_flow_match_euler_discrete.py``, ``__init__`` and ``set_timesteps``). At
+    ``n = 28``, ``s = 3`` the last nonzero value is 0.00893 where
+    ``shift(linear(28), 3)[-2]`` is 0.1. With ``s = 1`` it is ``linspace(1, 1/N, n)``
+    then 0 (not :func:`linear`, whose last nonzero value is ``1/n``). Computed in float64
+    (diffusers computes the ends ``shift(1)``, ``shift(1/N)`` in float32 first: the two agree
+    to float32 rounding).
+    Requires ``n >= 1``, ``shift > 0``, ``num_train_timesteps >= 2``.
+    """
+    n = check_int("n", n, minimum=1)
+    s = check_float("shift", shift, low=0.0, low_open=True)
+    big_n = check_int("num_train_timesteps", num_train_timesteps, minimum=2)
+    low = _shift64(1.0 / big_n, s)
+    if n == 1:
+        ramp = torch.ones(1, dtype=torch.float64)
+    else:
+        ramp = 1.0 + (low - 1.0) * (torch.arange(n, dtype=torch.float64) / (n - 1))
+    sig = _shift64(ramp, s)
+    sig[0] = 1.0  # exact start: shift keeps 1
+    return _grid(torch.cat([sig, sig.new_zeros(1)]), device)
