@@ -14,7 +14,7 @@ from vidnoise.oracles.gaussian import (
     powerlaw_cov,
     pyramid_operators,
 )
-from vidnoise.pyramid import PyramidSchedule, upsample_nearest
+from vidnoise.pyramid import PyramidSchedule, _upsample_nearest
 from vidnoise.samplers.pyramid import sample_pyramid
 
 F64 = torch.float64
@@ -39,7 +39,7 @@ def _block_cov(h, w, gamma):
     return (1 + gamma) * torch.eye(h * w, dtype=F64) - gamma * (U[1] @ U[1].T)
 
 
-def exact_output_cov(sch, steps, mode="block", compat=True, data=None):
+def exact_output_cov(sch, steps, mode="block", grid="reference", data=None):
     """Exact covariance of ``sample_pyramid``'s output, read off the sampler itself.
 
     The output is linear in its noise sources: ``y = L0·ε + Σ_k Lk·η_k`` (initial
@@ -72,11 +72,11 @@ def exact_output_cov(sch, steps, mode="block", compat=True, data=None):
 
     def jump(x, k, generator=None):
         if modes == ("none",):
-            return upsample_nearest(x)
+            return _upsample_nearest(x)
         return sch.jump(x, k, noise=inj[k])
 
     y = sample_pyramid(_oracle(data, sch), noise.shape, sch, steps, noise=noise,
-                       jump=jump, compat=compat)
+                       jump=jump, grid=grid)
     L = y.reshape(B, -1).T
     out = []
     for m in modes:
@@ -111,8 +111,8 @@ def test_proof2_end_to_end_covariance(capsys):
         table[(n, "iid")] = _relerr(iid, C)
     for n in (5, 10, 20, 100):
         table[(n, "none")] = _relerr(exact_output_cov(sch, (n, n, n), "none"), C)
-    table[(100, "compat=False")] = _relerr(
-        exact_output_cov(sch, (100, 100, 100), "block", compat=False), C)
+    table[(100, "grid=exact")] = _relerr(
+        exact_output_cov(sch, (100, 100, 100), "block", grid="exact"), C)
     rich = _relerr(2 * covs[100] - covs[50], C)
     rich2 = _relerr(2 * covs[200] - covs[100], C)
     with capsys.disabled():
@@ -123,8 +123,8 @@ def test_proof2_end_to_end_covariance(capsys):
             print(f"  {n:5d}   {table[(n, 'block')]:20.4%}   {table[(n, 'iid')]:17.4%}"
                   f"   {table[(n, 'none')]:10.4%}")
         print(f"  block: 50 steps {table[(50, 'block')]:.4%}, 200 steps "
-              f"{table[(200, 'block')]:.4%}, 100 steps compat=False "
-              f"{table[(100, 'compat=False')]:.4%}")
+              f"{table[(200, 'block')]:.4%}, 100 steps grid=exact "
+              f"{table[(100, 'grid=exact')]:.4%}")
         print(f"  Richardson 2·C(100) - C(50): {rich:.2e};  2·C(200) - C(100): {rich2:.2e}")
     # first-order convergence to the data covariance (no error floor)
     errs = [table[(n, "block")] for n in (5, 10, 20, 50, 100, 200)]
@@ -136,7 +136,7 @@ def test_proof2_end_to_end_covariance(capsys):
     assert rich < 1e-3 and rich2 < rich / 2.5
     assert table[(100, "block")] < 0.015  # 1.29% measured, above the issue's 1%: see docs
     assert table[(200, "block")] < 0.01
-    assert table[(100, "compat=False")] < table[(100, "block")]
+    assert table[(100, "grid=exact")] < table[(100, "block")]
     # the ablations do not converge: their error stays far above the block-noise error
     for mode in ("iid", "none"):
         assert table[(100, mode)] > 20 * table[(100, "block")]
@@ -363,7 +363,7 @@ def test_sampler_many_stages_and_extremes_finite():
         (PyramidSchedule(stages=1, stage_range=(0, 1)), 4),
     ]:
         out = sample_pyramid(_toy_model(), (2, 1, size, size), sch, 3,
-                             generator=torch.Generator().manual_seed(0), compat=False)
+                             generator=torch.Generator().manual_seed(0), grid="exact")
         assert out.shape == (2, 1, size, size) and bool(torch.isfinite(out).all())
 
 

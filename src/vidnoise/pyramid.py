@@ -212,10 +212,8 @@ class StageBatch:
 
 def _default_u_sampler():
     """The library's uniform sampler (u ~ U[0, 1) per sample), imported lazily."""
-    try:
-        from vidnoise.sigma_samplers import uniform
-    except ImportError:  # the module's name before the rename on main; drop after the merge
-        from vidnoise.timesteps import uniform
+    from vidnoise.sigma_samplers import uniform
+
     return uniform
 
 

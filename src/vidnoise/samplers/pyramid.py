@@ -17,6 +17,7 @@ import torch
 from vidnoise._checks import (
     check_bool,
     check_callable,
+    check_choice,
     check_floating_dtype,
     check_int,
     check_shape,
@@ -54,7 +55,7 @@ def sample_pyramid(
     steps=None,
     *,
     generator=None,
-    compat: bool = True,
+    grid: str = "reference",
     guidance=None,
     callback: Callable | None = None,
     progress: bool = False,
@@ -71,7 +72,7 @@ def sample_pyramid(
         ε ~ N(0, I) at full resolution;  x = noise_pyramid(ε)[0]          # stage-0 start
         for k in 0..K-1:
             if k > 0: x = schedule.jump(x, k)        # α·Up(x) + β·block noise
-            t, r = schedule.stage_grid(k, steps[k], compat=compat)
+            t, r = schedule.stage_grid(k, steps[k], grid=grid)
             for i in 0..steps[k]-1:
                 v = model(x, t_i, k)                  # velocity start - end
                 x = x + (r_{i+1} - r_i)·v             # Euler, r from 1 to 0
@@ -89,7 +90,8 @@ def sample_pyramid(
             stage, or None (default): 20 steps in each of the schedule's stages.
         generator: one generator or one per sample; draws the initial noise, then the block
             noise of each jump in stage order.
-        compat: reference grid (``linspace(1, 1/N, n)`` then 0) or equal steps to 0; see
+        grid: ``"reference"`` (Pyramid-Flow's ``linspace(1, 1/N, n)`` then 0) or
+            ``"exact"`` (equal steps down to 0); see
             :meth:`~vidnoise.pyramid.PyramidSchedule.stage_grid`.
         guidance: classifier-free guidance (:func:`~vidnoise.samplers.guidance.stage_cfg`).
             ``None``: one call ``model(x, t, k)``. Otherwise the model must accept a keyword
@@ -131,7 +133,7 @@ def sample_pyramid(
         raise ValueError(f"shape must be (B, C, H, W) or (B, C, T, H, W), got {shape}")
     stage_shapes = [schedule.level_shape(shape, k) for k in range(K)]  # H, W multiples
     steps = _stage_steps(steps, K)
-    check_bool("compat", compat)
+    check_choice("grid", grid, ("reference", "exact"))
     check_callable("callback", callback, optional=True)
     check_callable("jump", jump, optional=True)
     check_bool("progress", progress)
@@ -147,11 +149,11 @@ def sample_pyramid(
     wd = work_dtype(dtype)
     gens = as_generators(generator, shape[0])
     with torch.set_grad_enabled(grad):
-        return _loop(model, shape, schedule, steps, gens, compat, plan, callback, progress,
+        return _loop(model, shape, schedule, steps, gens, grid, plan, callback, progress,
                      noise, jump, dtype, wd, device, stage_shapes)
 
 
-def _loop(model, shape, schedule, steps, gens, compat, plan, callback, progress, noise, jump,
+def _loop(model, shape, schedule, steps, gens, grid, plan, callback, progress, noise, jump,
           dtype, wd, device, stage_shapes):
     K = schedule.stages
     if noise is None:
@@ -162,7 +164,7 @@ def _loop(model, shape, schedule, steps, gens, compat, plan, callback, progress,
     # Everything the loop reads, made before it: Python floats and per-stage time batches.
     grids = []
     for k in range(K):
-        ts, rs = schedule.stage_grid(k, steps[k], compat=compat)
+        ts, rs = schedule.stage_grid(k, steps[k], grid=grid)
         t_dev = ts.to(device=dev, dtype=wd)[:, None].repeat(1, B)  # row i = t_i, shape (B,)
         grids.append((t_dev, [float(r) for r in rs]))
     do_jump = jump if jump is not None else schedule.jump
