@@ -562,11 +562,11 @@ def test_previous_frames_sampled_sigma():
 
 
 def test_previous_frames_default_sampler():
-    from vidnoise import timesteps  # the default training sampler
+    from vidnoise import sigma_samplers  # the default training sampler
 
     frames = torch.zeros(6, 3, 8, 8)
     out = augment_previous_frames(frames, generator=gen(45))
-    assert torch.equal(out.sigma, timesteps.lognormal(6, generator=gen(45)).float())
+    assert torch.equal(out.sigma, sigma_samplers.lognormal(6, generator=gen(45)).float())
     assert torch.allclose(out.c_noise_cond, out.sigma.log() / 4)
     alone = augment_previous_frames(frames[2:3], generator=gens(52))
     full = augment_previous_frames(frames, generator=gens(50, 51, 52, 53, 54, 55))

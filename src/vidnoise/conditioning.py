@@ -402,7 +402,7 @@ class PreviousFrames:
 
 
 def _default_sigma_sampler():
-    return importlib.import_module("vidnoise.timesteps").lognormal
+    return importlib.import_module("vidnoise.sigma_samplers").lognormal
 
 
 def augment_previous_frames(
@@ -436,7 +436,7 @@ def augment_previous_frames(
     * training: ``sigma_sampler(B, generator=generator, device=frames.device)`` returning
       (B,) stds > 0 (checked on the host for CPU tensors only), e.g. the sampler of the
       main training σ as DIAMOND does; with neither ``sigma`` nor ``sigma_sampler`` the
-      default is :func:`vidnoise.timesteps.lognormal` with its defaults.
+      default is :func:`vidnoise.sigma_samplers.lognormal` with its defaults.
 
     Noise the frames once per generated frame and reuse the result for every denoising step.
     DIAMOND's sampler re-noises the previous frames inside its step loop, so after k steps
