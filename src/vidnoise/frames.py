@@ -1,0 +1,891 @@
+"""Per-frame noise levels: a per-frame sampler, schedules as matrices, streaming generation.
+
+Every schedule here is a matrix of noise levels, row = step, column = frame
+(``docs/math.md §10``). ``sample_frames`` integrates the flow (or EDM) ODE with one σ per
+frame: step ``i`` moves frame ``f`` from ``sigmas[i, f]`` to ``sigmas[i + 1, f]``; frames whose
+level does not change are left bit for bit as they are and the model still sees them.
+
+Schedules:
+
+* :func:`diffusion_forcing_matrix` — Diffusion Forcing's pyramid (Chen et al. 2024,
+  arXiv 2407.01392), as integer levels; :func:`level_sigmas` maps levels through any grid.
+* :func:`skyreels_matrix` — SkyReels-V2's asynchronous schedule (diffusers
+  ``SkyReelsV2DiffusionForcingPipeline.generate_timestep_matrix``).
+* :func:`rolling_schedule`, :func:`fifo_schedule`, :func:`chunk_schedule` — periodic
+  sliding-window schedules (Rolling Diffusion arXiv 2402.09470, FIFO-Diffusion arXiv
+  2405.11473, chunk-wise generation as in Self-Forcing / CausVid / MAGI-1), as
+  :class:`WindowSchedule`; ``.unroll(T)`` gives the full (S + 1, T) matrix and the model
+  windows, :func:`stream_frames` runs one over an unbounded stream.
+* :func:`history_guidance` — History-Guided Video Diffusion (arXiv 2502.06764): guidance whose
+  unconditional branch sees the history frames fully noised.
+* :func:`frame_sigmas` — Diffusion Forcing's training levels: independent per frame (or per
+  chunk), with optional clean context frames.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from vidnoise._checks import (
+    LAYOUTS,
+    check_bool,
+    check_callable,
+    check_choice,
+    check_float,
+    check_int,
+    check_tensor,
+    frame_axis,
+    work_dtype,
+)
+from vidnoise.noise import as_generators, randn
+from vidnoise.samplers._common import bad_output, progress_range, to_device
+
+__all__ = [
+    "sample_frames",
+    "check_sigma_matrix",
+    "diffusion_forcing_matrix",
+    "level_sigmas",
+    "SkyReelsSchedule",
+    "skyreels_matrix",
+    "WindowSchedule",
+    "FramePlan",
+    "rolling_schedule",
+    "fifo_schedule",
+    "chunk_schedule",
+    "stream_frames",
+    "history_guidance",
+    "frame_sigmas",
+]
+
+SOLVERS = ("euler", "heun")
+
+
+# ----------------------------------------------------------------------------- checks
+def _matrix_rows(name: str, sigmas) -> list[list[float]]:
+    """A 2-D tensor or a sequence of sequences as a list of rows of Python floats."""
+    if isinstance(sigmas, Tensor):
+        if sigmas.dim() != 2:
+            raise ValueError(
+                f"{name} must be a 2-D (S + 1, T) matrix (row = step, column = frame), got "
+                f"shape {tuple(sigmas.shape)}"
+            )
+        if sigmas.dtype == torch.bool or sigmas.is_complex():
+            raise TypeError(f"{name} must be a real matrix, got dtype {sigmas.dtype}")
+        return sigmas.detach().to("cpu", torch.float64).tolist()
+    if isinstance(sigmas, Sequence) and not isinstance(sigmas, str):
+        rows = []
+        for i, row in enumerate(sigmas):
+            if not isinstance(row, Sequence) or isinstance(row, str):
+                raise ValueError(
+                    f"{name} must be a 2-D (S + 1, T) matrix, got a row {i} of type "
+                    f"{type(row).__name__}"
+                )
+            out = []
+            for v in row:
+                if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                    raise TypeError(f"{name} must contain real numbers, got {v!r}")
+                out.append(float(v))
+            rows.append(out)
+        return rows
+    raise TypeError(
+        f"{name} must be a 2-D tensor or a sequence of rows, got {type(sigmas).__name__}"
+    )
+
+
+def check_sigma_matrix(
+    name: str, sigmas, num_frames: int | None = None, *, high: float | None = 1.0
+) -> list[list[float]]:
+    """Read an (S + 1, T) σ matrix once as Python floats and check it.
+
+    At least 2 rows; every row ``num_frames`` long (when given); finite values in
+    ``[0, high]``; every column non-increasing (a frame's level never goes up). Returns the
+    rows as lists of floats (one host copy of a tensor, before any loop).
+    """
+    rows = _matrix_rows(name, sigmas)
+    if len(rows) < 2:
+        raise ValueError(f"{name} must have at least 2 rows (a start and an end), got {len(rows)}")
+    t = len(rows[0])
+    if num_frames is not None and t != num_frames:
+        raise ValueError(
+            f"{name} must have one column per frame: {num_frames} frames, got a matrix with "
+            f"{t} columns"
+        )
+    rng = f"[0, {high}]" if high is not None else "[0, inf)"
+    for i, row in enumerate(rows):
+        if len(row) != t:
+            raise ValueError(f"{name} rows must all have {t} values, row {i} has {len(row)}")
+        for f, v in enumerate(row):
+            if not math.isfinite(v) or v < 0.0 or (high is not None and v > high):
+                raise ValueError(f"{name} must contain finite values in {rng}, got "
+                                 f"{name}[{i}, {f}] = {v}")
+            if i and v > rows[i - 1][f]:
+                raise ValueError(
+                    f"{name} must be non-increasing down every column (a frame's noise level "
+                    f"never rises), got {name}[{i - 1}, {f}] = {rows[i - 1][f]} < "
+                    f"{name}[{i}, {f}] = {v}"
+                )
+    return rows
+
+
+def _check_windows(windows, n_steps: int, num_frames: int, rows) -> list[tuple]:
+    """Normalise ``windows`` to one tuple of calls ``(a, b, ka, kb)`` per step."""
+    if not isinstance(windows, Sequence) or isinstance(windows, str):
+        raise TypeError(f"windows must be None or a sequence, got {type(windows).__name__}")
+    if len(windows) != n_steps:
+        raise ValueError(
+            f"windows must have one entry per step (len(sigmas) - 1 = {n_steps}), got "
+            f"{len(windows)}"
+        )
+    out = []
+    for i, w in enumerate(windows):
+        calls = [w] if len(w) and isinstance(w[0], numbers.Integral) else list(w)
+        norm = []
+        for c in calls:
+            c = tuple(check_int(f"windows[{i}]", v, minimum=0) for v in c)
+            if len(c) == 2:
+                c = c + c
+            if len(c) != 4:
+                raise ValueError(
+                    f"windows[{i}] calls must be (start, end) or (start, end, keep_start, "
+                    f"keep_end), got {c}"
+                )
+            a, b, ka, kb = c
+            if not (a <= ka < kb <= b <= num_frames):
+                raise ValueError(
+                    f"windows[{i}] call {c} must satisfy start <= keep_start < keep_end <= "
+                    f"end <= num_frames = {num_frames}"
+                )
+            norm.append(c)
+        kept = set()
+        for _, _, ka, kb in norm:
+            kept.update(range(ka, kb))
+        for f in range(num_frames):
+            if rows[i + 1][f] != rows[i][f] and f not in kept:
+                raise ValueError(
+                    f"windows[{i}] leaves out frame {f}, whose level changes in step {i} "
+                    f"({rows[i][f]} -> {rows[i + 1][f]}): every changing frame must be kept "
+                    f"by a model call"
+                )
+        out.append(tuple(norm))
+    return out
+
+
+# ----------------------------------------------------------------------------- sampler
+def sample_frames(
+    model,
+    noise: Tensor,
+    sigmas,
+    *,
+    solver: str = "euler",
+    layout: str = "BCTHW",
+    edm: bool = False,
+    windows=None,
+    grad: bool = False,
+    callback=None,
+    progress: bool = False,
+) -> Tensor:
+    """Integrate the flow ODE with one noise level per frame (``docs/math.md §10``).
+
+    Step ``i`` moves frame ``f`` from ``σ_f = sigmas[i, f]`` to ``σ'_f = sigmas[i + 1, f]``:
+
+    * Euler: ``x_f ← x_f + (σ'_f - σ_f)·v_f(x, σ)``;
+    * Heun: ``x̃ = x + h ⊙ v(x, σ)``, ``x_f ← x_f + h_f·(v_f(x, σ) + v_f(x̃, σ'))/2`` for frames
+      with ``σ'_f > 0``; frames reaching ``σ'_f = 0`` take the Euler value ``x̃_f`` (as
+      ``sample_flow`` does on its last step: the trapezoid would need v at σ = 0). The second
+      call is skipped when every changing frame goes to 0.
+
+    Frames with ``σ'_f = σ_f`` are not touched (bit for bit, whatever the model returns for
+    them, NaN included) but are part of the model input. A step in which no frame changes
+    calls nothing. With identical columns this is ``sample_flow`` (to float rounding).
+
+    Args:
+        model: ``model(x, sigma) -> v`` with ``x`` a 5-D video in ``layout`` (``noise``'s
+            dtype) and ``sigma`` a (B, T) tensor (float32 for half precision input, else
+            ``noise``'s dtype), one level per frame; returns the velocity ``ε - x0``
+            (``edm=True``: the denoised ``x0``) of ``x``'s shape.
+        noise: ``x`` at ``sigmas[0]``, (B, C, T, H, W) or (B, T, C, H, W).
+        sigmas: (S + 1, T) matrix (tensor or rows of floats), columns non-increasing, values
+            in [0, 1] (``edm=True``: in [0, inf)). Read once on the host.
+        solver: ``"euler"`` or ``"heun"``.
+        layout: ``"BCTHW"`` or ``"BTCHW"``.
+        edm: EDM σ (noise std, ``x = x0 + σ·ε``) and a denoiser model:
+            ``v_f = (x_f - D_f)/σ_f``.
+        windows: None (the model sees all frames every step) or one entry per step: a
+            ``(start, end)`` frame range, or a sequence of calls ``(start, end, keep_start,
+            keep_end)``: the model sees frames [start, end) and the outputs of
+            [keep_start, keep_end) are used (FIFO partitions, lookahead, SkyReels' valid
+            intervals). Every frame that changes level in a step must be kept by a call.
+        grad: False (default) runs under ``torch.no_grad()``; True records the graph.
+        callback: called after each step's first model evaluation with ``dict(i=i, x=x (a
+            copy), sigma=row i, sigma_next=row i + 1)`` (rows as lists of floats).
+        progress: show a tqdm bar.
+
+    Returns:
+        ``x`` at ``sigmas[-1]`` in ``noise``'s dtype (half precision is updated in float32).
+
+    No ``.item()``, ``.tolist()`` or branch on tensor values in the loop: every coefficient,
+    σ batch and frame mask is made on the host (float64) before it.
+    """
+    check_callable("model", model)
+    check_tensor("noise", noise, ndims=(5,))
+    check_choice("layout", layout, LAYOUTS)
+    check_choice("solver", solver, SOLVERS)
+    check_bool("edm", edm)
+    check_bool("grad", grad)
+    check_callable("callback", callback, optional=True)
+    check_bool("progress", progress)
+    ax = frame_axis(layout)
+    t = noise.shape[ax]
+    rows = check_sigma_matrix("sigmas", sigmas, t, high=None if edm else 1.0)
+    n = len(rows) - 1
+    calls = None if windows is None else _check_windows(windows, n, t, rows)
+    with torch.enable_grad() if grad else torch.no_grad():
+        return _run(model, noise, rows, calls, solver, ax, edm, callback, progress, grad)
+
+
+def _bview(vals: list[float], ax: int, dtype, device) -> Tensor:
+    """A per-frame host list as a broadcastable (1, .., n, .., 1) tensor on ``device``."""
+    shape = [1, 1, 1, 1, 1]
+    shape[ax] = len(vals)
+    return to_device(vals, dtype, device).reshape(shape)
+
+
+def _run(model, noise, rows, calls, solver, ax, edm, callback, progress, grad):
+    wdt = work_dtype(noise.dtype)
+    dtype, dev, batch, t = noise.dtype, noise.device, noise.shape[0], noise.shape[ax]
+    cast = dtype != wdt
+    n = len(rows) - 1
+    # σ batches (B, T) per row, all made once
+    sig = list(to_device(rows, wdt, dev)[:, None, :].expand(n + 1, batch, t).unbind(0))
+    if edm:  # 1/σ per frame, 0 at σ = 0 (those frames never change)
+        inv = [_bview([1.0 / s if s > 0 else 0.0 for s in r], ax, wdt, dev) for r in rows]
+    plan = []  # per step: None (nothing changes) or the host-made update plan
+    for i in range(n):
+        cur, nxt = rows[i], rows[i + 1]
+        ch = [f for f in range(t) if nxt[f] != cur[f]]
+        if not ch:
+            plan.append(None)
+            continue
+        a, b = ch[0], ch[-1] + 1
+        h = [nxt[f] - cur[f] for f in range(a, b)]
+        full = len(ch) == b - a  # the changing frames are one contiguous run
+        heun = solver == "heun" and any(nxt[f] > 0.0 for f in ch)
+        p = dict(a=a, b=b, h=_bview(h, ax, wdt, dev))
+        if not full:
+            p["m"] = _bview([float(nxt[f] != cur[f]) for f in range(a, b)], ax, wdt, dev) > 0
+        if heun:
+            p["h2"] = _bview([x / 2 for x in h], ax, wdt, dev)
+            corr = [f for f in range(a, b) if nxt[f] != cur[f] and nxt[f] > 0.0]
+            if len(corr) != b - a:
+                p["hm"] = _bview([float(f in corr) for f in range(a, b)], ax, wdt, dev) > 0
+        plan.append(p)
+    win = None
+    if calls is not None:  # per-call σ slices made once
+        win = [[(a, b, ka, kb) for a, b, ka, kb in c] for c in calls]
+
+    def call(x, i):
+        xin = x.to(dtype) if cast else x
+        if win is None or (len(win[i]) == 1 and win[i][0] == (0, t, 0, t)):
+            out = model(xin, sig[i])
+            if not isinstance(out, Tensor) or out.shape != x.shape:
+                bad_output("model", out, x)
+            return out
+        out = torch.zeros_like(x)
+        for a, b, ka, kb in win[i]:
+            o = model(xin.narrow(ax, a, b - a), sig[i][:, a:b])
+            want = list(x.shape)
+            want[ax] = b - a
+            if not isinstance(o, Tensor) or list(o.shape) != want:
+                bad_output("model", o, xin.narrow(ax, a, b - a))
+            out.narrow(ax, ka, kb - ka).copy_(o.narrow(ax, ka - a, kb - ka))
+        return out
+
+    def velocity(x, i, row):  # v at σ = rows[row] (row = i or i + 1), calls of step i
+        out = call_at(x, i, row)
+        if edm:
+            return (x - out.to(x.dtype)) * inv[row]
+        return out.to(x.dtype) if cast else out
+
+    def call_at(x, i, row):
+        if row == i:
+            return call(x, i)
+        saved = sig[i]
+        try:  # the Heun call of step i: the same windows, σ of row i + 1
+            sig[i] = sig[row]
+            return call(x, i)
+        finally:
+            sig[i] = saved
+
+    def euler(x, v, p, inplace):
+        a, b = p["a"], p["b"]
+        xs, vs = x.narrow(ax, a, b - a), v.narrow(ax, a, b - a)
+        if "m" not in p:
+            if inplace:
+                xs.addcmul_(vs, p["h"])
+                return x
+            y = x.clone()
+            y.narrow(ax, a, b - a).addcmul_(vs, p["h"])
+            return y
+        y = x if inplace else x.clone()
+        y.narrow(ax, a, b - a).copy_(torch.where(p["m"], torch.addcmul(xs, vs, p["h"]), xs))
+        return y
+
+    x = noise.to(wdt, copy=True)
+    for i in progress_range(n, progress, "sample_frames"):
+        p = plan[i]
+        if p is None:
+            continue
+        v = velocity(x, i, i)
+        if callback is not None:
+            callback(dict(i=i, x=x.clone(), sigma=list(rows[i]), sigma_next=list(rows[i + 1])))
+        if "h2" not in p:
+            x = euler(x, v, p, not grad)  # grad: the model may have saved x, update a copy
+            continue
+        xe = euler(x, v, p, False)  # Euler predictor x̃
+        v2 = velocity(xe, i, i + 1)
+        a, b = p["a"], p["b"]
+        if grad:
+            x = x.clone()
+        xs = x.narrow(ax, a, b - a)
+        vv = v.narrow(ax, a, b - a) + v2.narrow(ax, a, b - a)
+        if "m" not in p and "hm" not in p:
+            xs.addcmul_(vv, p["h2"])
+        else:
+            keep = p["hm"] if "hm" in p else p["m"]
+            xs.copy_(torch.where(keep, torch.addcmul(xs, vv, p["h2"]), xe.narrow(ax, a, b - a)))
+    return x.to(dtype) if cast else x
+
+
+# ----------------------------------------------------------------------------- DF pyramid
+def diffusion_forcing_matrix(num_frames: int, levels: int, *, uncertainty=1) -> Tensor:
+    """Diffusion Forcing's pyramid schedule as integer levels (int64, (M, T)).
+
+    ``L[m, t] = clip(K + floor(t·u) - m, 0, K)`` for rows ``m = 0 .. K + floor((T-1)·u)``,
+    with K = ``levels`` (level K = pure noise, 0 = clean), T = ``num_frames``,
+    u = ``uncertainty`` (Chen et al. 2024, arXiv 2407.01392, Algorithm 2's scheduling matrix;
+    u = 0 is full-sequence diffusion, every frame at the same level). Row 0 is all noise, the
+    last row all clean; map it to σ with :func:`level_sigmas`. ``floor(t·u)`` is taken on
+    ``t·u`` computed exactly for an int u and as a Python float product otherwise.
+    """
+    t = check_int("num_frames", num_frames, minimum=1)
+    k = check_int("levels", levels, minimum=1)
+    if isinstance(uncertainty, numbers.Integral) and not isinstance(uncertainty, bool):
+        u = check_int("uncertainty", uncertainty, minimum=0)
+    else:
+        u = check_float("uncertainty", uncertainty, low=0.0)
+    off = torch.tensor([math.floor(f * u) for f in range(t)], dtype=torch.int64)
+    m = torch.arange(k + int(off[-1]) + 1, dtype=torch.int64)
+    return (k + off[None, :] - m[:, None]).clamp_(0, k)
+
+
+def level_sigmas(levels, grid) -> Tensor:
+    """Map integer levels to σ through a decreasing grid: ``σ = grid[K - level]``.
+
+    ``grid`` has K + 1 values from the noisiest (``grid[0]``, level K) to the cleanest
+    (``grid[K]``, level 0; usually 0). ``levels``: an int tensor or nested lists of ints in
+    [0, K]. Returns float64 of ``levels``' shape.
+    """
+    g = torch.as_tensor(grid, dtype=torch.float64).detach().cpu()
+    if g.dim() != 1 or g.numel() < 2:
+        raise ValueError(f"grid must be a 1-D sequence of at least 2 values, got {tuple(g.shape)}")
+    if not bool((g[1:] < g[:-1]).all()) or not bool(torch.isfinite(g).all()) or g[-1] < 0:
+        raise ValueError(f"grid must be finite, >= 0 and strictly decreasing, got {g.tolist()}")
+    lv = torch.as_tensor(levels).detach().cpu()
+    if lv.is_floating_point() or lv.dtype == torch.bool:
+        raise TypeError(f"levels must be integers, got dtype {lv.dtype}")
+    k = g.numel() - 1
+    if lv.numel() and (int(lv.min()) < 0 or int(lv.max()) > k):
+        raise ValueError(
+            f"levels must be in [0, K] = [0, {k}] for a grid of {k + 1} values, got values in "
+            f"[{int(lv.min())}, {int(lv.max())}]"
+        )
+    return g[k - lv.long()]
+
+
+# ----------------------------------------------------------------------------- SkyReels
+@dataclass(frozen=True)
+class SkyReelsSchedule:
+    """SkyReels-V2's asynchronous diffusion-forcing schedule (see :func:`skyreels_matrix`).
+
+    Attributes:
+        step_matrix: (R, T) int64 model timestep of each frame at each iteration.
+        step_index: (R, T) int64 number of updates a frame has had after the iteration
+            (0 = not started, ``len(step_template)`` and above = clean).
+        update_mask: (R, T) bool, frames updated in the iteration.
+        valid_interval: per iteration, the [start, end) frame range the model sees.
+        num_steps: ``len(step_template)``.
+    """
+
+    step_matrix: Tensor
+    step_index: Tensor
+    update_mask: Tensor
+    valid_interval: tuple[tuple[int, int], ...]
+    num_steps: int
+
+    def sigmas(self, grid) -> Tensor:
+        """The (R + 1, T) σ matrix for :func:`sample_frames`: row 0 the start, row r + 1 the
+        levels after iteration r. A frame with ``k`` updates is at ``grid[min(k, N)]``
+        (``grid``: the N + 1 σ values the N template timesteps step between, ``grid[N]``
+        usually 0). Frames ready before the start (``num_pre_ready``) are at ``grid[N]``."""
+        g = torch.as_tensor(grid, dtype=torch.float64).detach().cpu()
+        if g.dim() != 1 or g.numel() != self.num_steps + 1:
+            raise ValueError(
+                f"grid must have num_steps + 1 = {self.num_steps + 1} values, got shape "
+                f"{tuple(g.shape)}"
+            )
+        first = self.step_index[0] - self.update_mask[0].long()  # before iteration 0
+        idx = torch.cat([first[None], self.step_index]).clamp(0, self.num_steps)
+        return g[idx]
+
+    def windows(self) -> tuple[tuple[int, int], ...]:
+        """The model windows per iteration, for ``sample_frames(windows=...)``."""
+        return self.valid_interval
+
+
+def skyreels_matrix(
+    num_frames: int,
+    step_template,
+    base_num_frames: int,
+    *,
+    ar_step: int = 5,
+    num_pre_ready: int = 0,
+    causal_block_size: int = 1,
+    shrink_interval_with_mask: bool = False,
+) -> SkyReelsSchedule:
+    """SkyReels-V2's asynchronous schedule, element for element diffusers'
+    ``SkyReelsV2DiffusionForcingPipeline.generate_timestep_matrix`` (diffusers 0.42.1,
+    ``pipelines/skyreels_v2/pipeline_skyreels_v2_diffusion_forcing.py``).
+
+    Blocks of ``causal_block_size`` frames; ``N = len(step_template)``; each row (iteration)
+    every block advances one step, except that block ``i > 0`` whose predecessor is not yet
+    clean lags it by ``ar_step`` (``k_i = k_{i-1} - ar_step``, clipped to [0, N + 1]); rows
+    stop when every block has had N updates. A block is updated where its count changed and
+    is not N + 1. Model windows hold at most ``base_num_frames`` frames and end at the last
+    block reached so far.
+
+    ``shrink_interval_with_mask=True`` starts the window at the last block updated in the
+    first iteration. diffusers 0.42.1 (and the SkyReels-V2 code it copies) overwrites its list
+    of masks with the first mask there (``update_mask = update_mask[0]``), so it then loops
+    over the first mask's elements: it raises (``IndexError`` on a 0-d tensor, or a
+    ``repeat`` error for ``causal_block_size > 1``) or returns a 1-D mask and one interval per
+    block. Here the first mask is read without overwriting the list, as intended; the matrices
+    are unaffected and the intervals equal diffusers' with that one line fixed (tested).
+
+    Raises ValueError when diffusers does (``ar_step`` below ``N / base blocks`` for a video
+    longer than the model's window) and for frame counts that are not whole blocks.
+    """
+    t = check_int("num_frames", num_frames, minimum=1)
+    cbs = check_int("causal_block_size", causal_block_size, minimum=1)
+    base = check_int("base_num_frames", base_num_frames, minimum=cbs)
+    ar = check_int("ar_step", ar_step, minimum=0)
+    pre = check_int("num_pre_ready", num_pre_ready, minimum=0, maximum=t - 1)
+    check_bool("shrink_interval_with_mask", shrink_interval_with_mask)
+    tmpl = torch.as_tensor(step_template).detach().cpu()
+    if tmpl.dim() != 1 or tmpl.numel() < 1:
+        raise ValueError(f"step_template must be a non-empty 1-D sequence, got {tuple(tmpl.shape)}")
+    if t % cbs or base % cbs:
+        raise ValueError(
+            f"num_frames ({t}) and base_num_frames ({base}) must be multiples of "
+            f"causal_block_size ({cbs})"
+        )
+    n = tmpl.numel()
+    iters = n + 1
+    blocks, base_blocks = t // cbs, base // cbs
+    if base_blocks < blocks and ar < n / base_blocks:
+        raise ValueError(
+            f"ar_step must be at least {math.ceil(n / base_blocks)} for {blocks} blocks with a "
+            f"{base_blocks}-block window and {n} steps, got ar_step = {ar}"
+        )
+    ext = [999] + [int(v) for v in tmpl.long().tolist()] + [0]
+    pre_row = [0] * blocks
+    for i in range(pre // cbs):
+        pre_row[i] = iters
+    idx_rows, masks = [], []
+    while not all(k >= iters - 1 for k in pre_row):  # host loop on ints: cheap
+        new = [0] * blocks
+        for i in range(blocks):
+            if i == 0 or pre_row[i - 1] >= iters - 1:
+                new[i] = pre_row[i] + 1
+            else:
+                new[i] = new[i - 1] - ar
+        new = [min(max(k, 0), iters) for k in new]
+        masks.append([a != b and a != iters for a, b in zip(new, pre_row)])
+        idx_rows.append(new)
+        pre_row = new
+    terminal = base_blocks
+    if shrink_interval_with_mask:
+        terminal = max(i for i, m in enumerate(masks[0]) if m) + 1
+    intervals = []
+    for m in masks:
+        if terminal < blocks and m[terminal]:
+            terminal += 1
+        intervals.append((max(terminal - base_blocks, 0) * cbs, terminal * cbs))
+    index = torch.tensor(idx_rows, dtype=torch.int64).repeat_interleave(cbs, dim=1)
+    mask = torch.tensor(masks, dtype=torch.bool).repeat_interleave(cbs, dim=1)
+    steps = torch.tensor(ext, dtype=torch.int64)[index]
+    return SkyReelsSchedule(steps, index, mask, tuple(intervals), n)
+
+
+# ----------------------------------------------------------------------------- windows
+@dataclass(frozen=True)
+class FramePlan:
+    """A finite run: the (S + 1, T) σ matrix and the model calls per step
+    (``windows[i]``: tuple of ``(start, end, keep_start, keep_end)``), for
+    ``sample_frames(model, noise, plan.sigmas, windows=plan.windows)``."""
+
+    sigmas: Tensor
+    windows: tuple[tuple[tuple[int, int, int, int], ...], ...]
+
+
+@dataclass(frozen=True)
+class WindowSchedule:
+    """A periodic sliding-window schedule (``docs/math.md §10``).
+
+    The window holds ``W = len(levels[0])`` frames in blocks of ``stride``; one cycle is
+    ``P = len(levels) - 1`` steps, in which window position ``p`` moves from ``levels[r][p]``
+    to ``levels[r + 1][p]``. After the cycle the first block is clean and leaves, the others
+    move up one block and a pure-noise block enters at the end:
+    ``levels[P][:stride] == 0``, ``levels[P][stride:] == levels[0][:W - stride]``,
+    ``levels[0][W - stride:] == sigma_max``.
+
+    ``calls``: the model calls of every step, in window positions, as ``(start, end,
+    keep_start, keep_end)`` (default: one call on the whole window).
+    """
+
+    levels: tuple[tuple[float, ...], ...]
+    stride: int
+    calls: tuple[tuple[int, int, int, int], ...]
+
+    def __post_init__(self):
+        w, p = len(self.levels[0]), len(self.levels) - 1
+        s = self.stride
+        if p < 1 or w < 1 or s < 1 or w % s:
+            raise ValueError(
+                f"levels must have >= 2 rows of W frames with W a multiple of stride, got "
+                f"{p + 1} rows of {w}, stride {s}"
+            )
+        check_sigma_matrix("levels", [list(r) for r in self.levels], w, high=None)
+        top = self.levels[0][w - 1]
+        if any(v != 0.0 for v in self.levels[p][:s]):
+            raise ValueError(f"levels[-1][:stride] must be 0 (the leaving block is clean), got "
+                             f"{self.levels[p][:s]}")
+        if tuple(self.levels[p][s:]) != tuple(self.levels[0][: w - s]):
+            raise ValueError("levels[-1][stride:] must equal levels[0][:W - stride] (the window "
+                             "moves up one block per cycle)")
+        if any(v != top or v < max(max(r) for r in self.levels) for v in self.levels[0][w - s:]):
+            raise ValueError("levels[0][W - stride:] must all be the largest level (the block "
+                             "entering is pure noise)")
+
+    @property
+    def window(self) -> int:
+        return len(self.levels[0])
+
+    @property
+    def steps_per_cycle(self) -> int:
+        return len(self.levels) - 1
+
+    @property
+    def sigma_max(self) -> float:
+        return self.levels[0][-1]
+
+    def level(self, r: int, position: int) -> float:
+        """Level of window position ``position`` at row ``r`` of a cycle (clean before the
+        window, pure noise after it)."""
+        if position < 0:
+            return 0.0
+        if position >= self.window:
+            return self.sigma_max
+        return self.levels[r][position]
+
+    def unroll(self, num_frames: int) -> FramePlan:
+        """The finite run over ``num_frames`` frames (a multiple of ``stride``), starting from
+        pure noise: block ``b`` sits at window position ``b - c`` in cycle ``c``, cycles
+        ``c = 1 - W/stride .. T/stride - 1``; the model sees the blocks that have entered and
+        not left (fewer than W frames while the window fills and empties)."""
+        t = check_int("num_frames", num_frames, minimum=1)
+        s, nb, p = self.stride, self.window // self.stride, self.steps_per_cycle
+        if t % s:
+            raise ValueError(f"num_frames must be a multiple of stride = {s}, got {t}")
+        blocks = t // s
+        rows, wins = [], []
+        for c in range(1 - nb, blocks):
+            lo, hi = max(c, 0), min(c + nb, blocks)  # blocks in the window
+            for r in range(p):
+                rows.append([self.level(r, (f // s - c) * s + f % s) for f in range(t)])
+                calls = []
+                for a, b, ka, kb in self.calls:
+                    a2, b2 = max(a + c * s, lo * s), min(b + c * s, hi * s)
+                    ka2, kb2 = max(ka + c * s, a2), min(kb + c * s, b2)
+                    if ka2 < kb2:
+                        calls.append((a2, b2, ka2, kb2))
+                wins.append(tuple(calls))
+        rows.append([0.0] * t)
+        return FramePlan(torch.tensor(rows, dtype=torch.float64), tuple(wins))
+
+
+def _grid(name: str, grid, high=1.0) -> list[float]:
+    from vidnoise.samplers._common import read_grid
+
+    return read_grid(name, grid, high=high, end=0.0)
+
+
+def rolling_schedule(grid, window: int, *, edm: bool = False) -> WindowSchedule:
+    """Rolling Diffusion's sliding window (arXiv 2402.09470): ``window`` frames at staggered
+    levels; every ``P = S/window`` steps the window moves one frame.
+
+    With a grid of S + 1 values (``grid[0]`` pure noise, ``grid[S] = 0``), position ``p``
+    (0 = oldest) at row ``r`` of a cycle is at ``grid[S - (p + 1)·P + r]``: each frame
+    spends ``window`` cycles in the window and goes through every grid step once.
+    """
+    g = _grid("grid", grid, high=None if edm else 1.0)
+    w = check_int("window", window, minimum=1)
+    s = len(g) - 1
+    if s % w:
+        raise ValueError(f"grid must have a multiple of window = {w} steps, got {s} steps")
+    per = s // w
+    levels = tuple(tuple(g[s - (p + 1) * per + r] for p in range(w)) for r in range(per + 1))
+    return WindowSchedule(levels, 1, ((0, w, 0, w),))
+
+
+def fifo_schedule(grid, frames_per_call: int, *, lookahead: bool = False,
+                  edm: bool = False) -> WindowSchedule:
+    """FIFO-Diffusion's queue (arXiv 2405.11473): a queue of ``S = f·n`` frames at the
+    S levels of the grid (head = ``grid[S - 1]``, tail = ``grid[0]``, pure noise); every
+    step moves each frame one level down (diagonal denoising), the head becomes clean and
+    leaves, a pure-noise frame enters at the tail (:func:`stream_frames` draws it from the
+    generator). The model sees n partitions of f = ``frames_per_call`` frames.
+
+    ``lookahead=True`` (lookahead denoising): calls of f frames at stride f/2; each call keeps
+    the outputs of its later f/2 frames (those with f/2 less noisy frames in front of them),
+    the first call keeps all of its frames. f must be even.
+    """
+    g = _grid("grid", grid, high=None if edm else 1.0)
+    f = check_int("frames_per_call", frames_per_call, minimum=1)
+    check_bool("lookahead", lookahead)
+    s = len(g) - 1
+    if s % f:
+        raise ValueError(
+            f"grid must have n·frames_per_call steps (the queue length), got {s} steps for "
+            f"frames_per_call = {f}"
+        )
+    if lookahead:
+        if f % 2:
+            raise ValueError(f"frames_per_call must be even with lookahead, got {f}")
+        h = f // 2
+        calls = [(0, f, 0, f)] + [(a, a + f, a + h, a + f) for a in range(h, s - f + 1, h)]
+    else:
+        calls = [(a, a + f, a, a + f) for a in range(0, s, f)]
+    levels = (tuple(g[s - 1 - p] for p in range(s)), tuple(g[s - p] for p in range(s)))
+    return WindowSchedule(levels, 1, tuple(calls))
+
+
+def chunk_schedule(steps, chunk: int, *, context: int = 0, shift: float | None = None,
+                   edm: bool = False) -> WindowSchedule:
+    """Chunk-wise generation (Self-Forcing, CausVid, MAGI-1): chunks of ``chunk`` frames
+    denoised through the levels ``steps`` (then 0), with ``context`` clean frames before them
+    in the window.
+
+    ``steps``: the decreasing levels in (0, 1] (e.g. Self-Forcing's ``[1, .75, .5, .25]``,
+    its timesteps 1000, 750, 500, 250 over 1000), warped through
+    ``vidnoise.schedules.shift(σ, shift)`` when ``shift`` is given (Self-Forcing's
+    ``warp_denoising_step`` with shift 5). ``context``: a multiple of ``chunk``.
+    """
+    c = check_int("chunk", chunk, minimum=1)
+    ctx = check_int("context", context, minimum=0)
+    if ctx % c:
+        raise ValueError(f"context must be a multiple of chunk = {c}, got {ctx}")
+    vals = list(steps.tolist() if isinstance(steps, Tensor) else steps) + [0.0]
+    g = _grid("steps", vals, high=None if edm else 1.0)
+    if shift is not None:
+        from vidnoise.schedules import shift as _shift
+
+        g = [_shift(v, shift) for v in g]
+    levels = tuple(tuple([0.0] * ctx + [v] * c) for v in g)
+    w = ctx + c
+    return WindowSchedule(levels, c, ((0, w, 0, w),))
+
+
+# ----------------------------------------------------------------------------- streaming
+def stream_frames(
+    model,
+    schedule: WindowSchedule,
+    frame_shape,
+    *,
+    num_frames: int | None = None,
+    batch: int = 1,
+    layout: str = "BCTHW",
+    solver: str = "euler",
+    edm: bool = False,
+    generator=None,
+    device=None,
+    dtype=torch.float32,
+    grad: bool = False,
+) -> Iterator[Tensor]:
+    """Run a :class:`WindowSchedule` over an unbounded stream; yields finished frames.
+
+    The window holds at most ``schedule.window`` frames; each block of ``stride`` frames
+    enters as pure noise ``σ_max·ε`` (EDM) or ``ε`` (flow), drawn with
+    ``randn((batch, *block_shape), generator=generator)`` at the cycle it enters, is denoised
+    by :func:`sample_frames` on the window, and is yielded, one frame at a time as a
+    (B, C, H, W) tensor in ``dtype``, once its level is 0. Equal to ``sample_frames`` on
+    ``schedule.unroll(T)`` with the same noise (tested bit for bit). ``num_frames`` (a
+    multiple of stride) ends the stream; None runs forever. ``frame_shape`` is (C, H, W).
+    With one generator per sample, each sample depends only on its own generator.
+    """
+    check_callable("model", model)
+    if not isinstance(schedule, WindowSchedule):
+        raise TypeError(f"schedule must be a WindowSchedule, got {type(schedule).__name__}")
+    fs = tuple(check_int("frame_shape", v, minimum=1) for v in frame_shape)
+    if len(fs) != 3:
+        raise ValueError(f"frame_shape must be (C, H, W), got {tuple(frame_shape)}")
+    b = check_int("batch", batch, minimum=0)
+    check_choice("layout", layout, LAYOUTS)
+    gens = as_generators(generator, b)
+    s, nb, p = schedule.stride, schedule.window // schedule.stride, schedule.steps_per_cycle
+    blocks = None
+    if num_frames is not None:
+        t = check_int("num_frames", num_frames, minimum=1)
+        if t % s:
+            raise ValueError(f"num_frames must be a multiple of stride = {s}, got {t}")
+        blocks = t // s
+    ax = frame_axis(layout)
+    c_, h_, w_ = fs
+    bshape = (b, c_, s, h_, w_) if layout == "BCTHW" else (b, s, c_, h_, w_)
+    return _stream(model, schedule, gens, bshape, ax, s, nb, p, blocks, layout, solver, edm,
+                   device, dtype, grad)
+
+
+def _stream(model, sch, gens, bshape, ax, s, nb, p, blocks, layout, solver, edm, device,
+            dtype, grad):
+    win = None  # the window tensor: blocks lo .. hi - 1
+    lo = 0
+    top = sch.sigma_max
+    c = 1 - nb
+    while True:
+        hi = c + nb if blocks is None else min(c + nb, blocks)
+        if hi > lo and (win is None or win.shape[ax] < (hi - lo) * s):  # a block enters
+            eps = randn(bshape, generator=gens, device=device, dtype=dtype)
+            new = eps * top if edm else eps
+            win = new if win is None else torch.cat([win, new], dim=ax)
+        if win is None or hi <= lo:
+            return
+        first = max(c, 0)
+        rows = [[sch.level(r, (bk - c) * s + f) for bk in range(first, hi) for f in range(s)]
+                for r in range(p + 1)]
+        calls = []
+        for a, bb, ka, kb in sch.calls:
+            a2, b2 = max(a + c * s, first * s) - first * s, min(bb + c * s, hi * s) - first * s
+            ka2, kb2 = max(ka + c * s - first * s, a2), min(kb + c * s - first * s, b2)
+            if ka2 < kb2:
+                calls.append((a2, b2, ka2, kb2))
+        win = sample_frames(model, win, rows, solver=solver, layout=layout, edm=edm,
+                            windows=[tuple(calls)] * p, grad=grad)
+        # the block at position 0 is clean now: yield it and let it leave
+        if c >= 0:
+            out = win.narrow(ax, 0, s)
+            for f in range(s):
+                yield out.select(ax, f)
+            win = win.narrow(ax, s, win.shape[ax] - s)
+            lo = c + 1
+        c += 1
+
+
+# ----------------------------------------------------------------------------- guidance
+def history_guidance(model, scale, history, *, model_uncond=None, layout="BCTHW",
+                     sigma_max: float = 1.0, generator=None) -> Callable:
+    """History guidance (History-Guided Video Diffusion, arXiv 2502.06764): returns
+    ``guided(x, σ) = u + w·(c - u)``.
+
+    ``c = model(x, σ)``; ``u`` is the same model with the history frames fully noised:
+    their σ set to ``sigma_max`` and their content replaced by pure noise ``sigma_max·ε``
+    (EDM, ``sigma_max > 1``) or ``ε`` (flow, ``sigma_max = 1``), ε drawn from ``generator``
+    at every call. ``history``: the number of leading frames, or a (T,) bool mask.
+    ``model_uncond=None`` batches both branches in one call in diffusers' order
+    ``model(cat([x_u, x]), cat([σ_u, σ]))`` = ``[uncond; cond]``; otherwise
+    ``u = model_uncond(x_u, σ_u)``. Same combination as ``vidnoise.samplers.cfg``.
+    """
+    check_callable("model", model)
+    check_callable("model_uncond", model_uncond, optional=True)
+    w = check_float("scale", scale)
+    ax = frame_axis(layout)
+    smax = check_float("sigma_max", sigma_max, low=0.0, low_open=True)
+    if isinstance(history, Tensor):
+        if history.dtype != torch.bool or history.dim() != 1:
+            raise ValueError(f"history must be an int or a (T,) bool mask, got {history!r}")
+        mask_host = history.detach().cpu()
+    else:
+        mask_host = check_int("history", history, minimum=0)
+    cache: dict = {}
+
+    def masks(x):
+        t = x.shape[ax]
+        key = (x.device, x.dtype, t)
+        if key not in cache:
+            if isinstance(mask_host, int):
+                if mask_host > t:
+                    raise ValueError(f"history ({mask_host}) must be <= the number of frames {t}")
+                m = torch.arange(t) < mask_host
+            else:
+                if mask_host.numel() != t:
+                    raise ValueError(f"history mask must have {t} values, got {mask_host.numel()}")
+                m = mask_host
+            shape = [1, 1, 1, 1, 1]
+            shape[ax] = t
+            cache[key] = (m.to(x.device), m.to(x.device).reshape(shape))
+        return cache[key]
+
+    def guided(x, sigma):
+        m_t, m_x = masks(x)
+        eps = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x_u = torch.where(m_x, eps * smax if smax != 1.0 else eps, x)
+        s_u = torch.where(m_t, torch.full_like(sigma, smax), sigma)
+        if model_uncond is None:
+            both = model(torch.cat([x_u, x]), torch.cat([s_u, sigma]))
+            if not isinstance(both, Tensor) or both.shape[0] != 2 * x.shape[0]:
+                raise ValueError("model (batched) must return twice the input's batch")
+            u, c = both.chunk(2)
+        else:
+            u, c = model_uncond(x_u, s_u), model(x, sigma)
+        for nm, o in (("model", c), ("model_uncond", u)):
+            if not isinstance(o, Tensor) or o.shape != x.shape:
+                bad_output(nm, o, x)
+        wdt = work_dtype(c.dtype)
+        return (u.to(wdt) + w * (c.to(wdt) - u.to(wdt))).to(c.dtype)
+
+    return guided
+
+
+# ----------------------------------------------------------------------------- training
+def frame_sigmas(batch: int, num_frames: int, sampler=None, *, chunk: int = 1,
+                 context: int = 0, generator=None, device=None) -> Tensor:
+    """Diffusion Forcing's training levels: a (B, T) float32 matrix of independent levels.
+
+    One draw per (sample, chunk of ``chunk`` frames) from ``sampler(n, generator=...,
+    device=...)`` (any of ``vidnoise.timesteps``; default ``timesteps.uniform``), repeated over
+    the chunk's frames; the first ``context`` frames are clean (σ = 0). With one generator
+    per sample, sample ``i``'s levels come from generator ``i`` only (``sampler`` called once
+    per sample). The last chunk may be shorter.
+    """
+    b = check_int("batch", batch, minimum=0)
+    t = check_int("num_frames", num_frames, minimum=1)
+    c = check_int("chunk", chunk, minimum=1)
+    ctx = check_int("context", context, minimum=0, maximum=t)
+    if sampler is None:
+        from vidnoise.timesteps import uniform as sampler
+    check_callable("sampler", sampler)
+    gens = as_generators(generator, b)
+    n = -(-t // c)
+    if isinstance(gens, list):
+        draws = [sampler(n, generator=g, device=device) for g in gens]
+        lv = torch.stack(draws) if draws else torch.empty(0, n, device=device)
+    else:
+        lv = sampler(b * n, generator=gens, device=device).reshape(b, n)
+    out = lv.to(torch.float32).repeat_interleave(c, dim=1)[:, :t].clone()
+    out[:, :ctx] = 0.0
+    return out
