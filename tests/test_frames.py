@@ -313,6 +313,9 @@ def test_df_matrix_formula(t, k, u):
     for i in range(rows):
         for f in range(t):
             assert int(m[i, f]) == min(max(k + math.floor(f * u) - i, 0), k)
+    grid = [1.0 - i / k for i in range(k)] + [0.0]
+    assert torch.equal(diffusion_forcing_matrix(t, k, uncertainty=u, grid=grid),
+                       level_sigmas(m, grid))
 
 
 def test_level_sigmas():
@@ -333,7 +336,7 @@ def _diffusers_fn():
 SKY_GRID = [
     (t, base, ar, pre, cbs)
     for t, base in ((25, 25), (30, 20), (40, 15), (12, 12), (8, 4))
-    for ar in (0, 1, 5)
+    for ar in (0, 1, 5, 11)
     for pre in (0, 3, 5)
     for cbs in (1, 5, 4)
     if t % cbs == 0 and base % cbs == 0 and pre < t

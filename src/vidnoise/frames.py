@@ -249,13 +249,6 @@ def sample_frames(
         return _run(model, noise, rows, calls, solver, ax, edm, callback, progress, grad)
 
 
-def _bview(vals: list[float], ax: int, dtype, device) -> Tensor:
-    """A per-frame host list as a broadcastable (1, .., n, .., 1) tensor on ``device``."""
-    shape = [1, 1, 1, 1, 1]
-    shape[ax] = len(vals)
-    return to_device(vals, dtype, device).reshape(shape)
-
-
 def _run(model, noise, rows, calls, solver, ax, edm, callback, progress, grad):
     wdt = work_dtype(noise.dtype)
     dtype, dev, batch, t = noise.dtype, noise.device, noise.shape[0], noise.shape[ax]
@@ -264,76 +257,76 @@ def _run(model, noise, rows, calls, solver, ax, edm, callback, progress, grad):
     # σ batches (B, T) per row, all made once
     sig = list(to_device(rows, wdt, dev)[:, None, :].expand(n + 1, batch, t).unbind(0))
     if edm:  # 1/σ per frame, 0 at σ = 0 (those frames never change)
-        inv = [_bview([1.0 / s if s > 0 else 0.0 for s in r], ax, wdt, dev) for r in rows]
+        shape = [n + 1, 1, 1, 1, 1, 1]
+        shape[ax + 1] = t
+        inv = to_device([[1.0 / s if s > 0 else 0.0 for s in r] for r in rows], wdt,
+                        dev).reshape(shape).unbind(0)
     plan = []  # per step: None (nothing changes) or the host-made update plan
+    hs, hm, cm = [], [], []  # per-frame h, "changes", "takes the Heun correction" rows
     for i in range(n):
         cur, nxt = rows[i], rows[i + 1]
-        ch = [f for f in range(t) if nxt[f] != cur[f]]
+        h = [b - a for a, b in zip(cur, nxt)]
+        ch = [f for f in range(t) if h[f] != 0.0]
+        corr = [f for f in ch if nxt[f] > 0.0]
+        hs.append(h)
+        cm.append([f in ch for f in range(t)])
+        hm.append([f in corr for f in range(t)])
         if not ch:
             plan.append(None)
             continue
         a, b = ch[0], ch[-1] + 1
-        h = [nxt[f] - cur[f] for f in range(a, b)]
-        full = len(ch) == b - a  # the changing frames are one contiguous run
-        heun = solver == "heun" and any(nxt[f] > 0.0 for f in ch)
-        p = dict(a=a, b=b, h=_bview(h, ax, wdt, dev))
-        if not full:
-            p["m"] = _bview([float(nxt[f] != cur[f]) for f in range(a, b)], ax, wdt, dev) > 0
-        if heun:
-            p["h2"] = _bview([x / 2 for x in h], ax, wdt, dev)
-            corr = [f for f in range(a, b) if nxt[f] != cur[f] and nxt[f] > 0.0]
-            if len(corr) != b - a:
-                p["hm"] = _bview([float(f in corr) for f in range(a, b)], ax, wdt, dev) > 0
+        p = dict(i=i, a=a, b=b, full=len(ch) == b - a,
+                 heun=solver == "heun" and bool(corr), corr=len(corr) == b - a)
+        if p["full"] and a == 0 and b == t and all(v == h[0] for v in h):
+            p["hs"] = h[0]  # every frame takes the same step: sample_flow's scalar update
         plan.append(p)
-    win = None
-    if calls is not None:  # per-call σ slices made once
-        win = [[(a, b, ka, kb) for a, b, ka, kb in c] for c in calls]
+    tables = any(p is not None and ("hs" not in p or (p["heun"] and not p["corr"]))
+                 for p in plan)
+    if tables:  # per-frame coefficient and mask tables, made once
+        view = [n, 1, 1, 1, 1, 1]
+        view[ax + 1] = t
+        h_t = to_device(hs, wdt, dev).reshape(view)
+        h2_t = h_t / 2
+        ch_t = to_device(cm, torch.bool, dev).reshape(view)
+        hm_t = to_device(hm, torch.bool, dev).reshape(view)
 
-    def call(x, i):
+    def sl(tab, p):
+        return tab[p["i"]].narrow(ax, p["a"], p["b"] - p["a"])
+
+    # per step: None (one call on all frames) or the calls (start, end, keep_start, keep_end)
+    win = [None] * n if calls is None else [
+        None if c == ((0, t, 0, t),) else c for c in calls]
+
+    def velocity(x, i, row):  # v at σ = rows[row] (row i, or i + 1 for Heun), calls of step i
         xin = x.to(dtype) if cast else x
-        if win is None or (len(win[i]) == 1 and win[i][0] == (0, t, 0, t)):
-            out = model(xin, sig[i])
+        if win[i] is None:
+            out = model(xin, sig[row])
             if not isinstance(out, Tensor) or out.shape != x.shape:
                 bad_output("model", out, x)
-            return out
-        out = torch.zeros_like(x)
-        for a, b, ka, kb in win[i]:
-            o = model(xin.narrow(ax, a, b - a), sig[i][:, a:b])
-            want = list(x.shape)
-            want[ax] = b - a
-            if not isinstance(o, Tensor) or list(o.shape) != want:
-                bad_output("model", o, xin.narrow(ax, a, b - a))
-            out.narrow(ax, ka, kb - ka).copy_(o.narrow(ax, ka - a, kb - ka))
-        return out
-
-    def velocity(x, i, row):  # v at σ = rows[row] (row = i or i + 1), calls of step i
-        out = call_at(x, i, row)
+        else:
+            out = torch.zeros_like(xin)
+            for a, b, ka, kb in win[i]:
+                o = model(xin.narrow(ax, a, b - a), sig[row][:, a:b])
+                want = list(x.shape)
+                want[ax] = b - a
+                if not isinstance(o, Tensor) or list(o.shape) != want:
+                    bad_output("model", o, xin.narrow(ax, a, b - a))
+                out.narrow(ax, ka, kb - ka).copy_(o.narrow(ax, ka - a, kb - ka))
         if edm:
             return (x - out.to(x.dtype)) * inv[row]
         return out.to(x.dtype) if cast else out
 
-    def call_at(x, i, row):
-        if row == i:
-            return call(x, i)
-        saved = sig[i]
-        try:  # the Heun call of step i: the same windows, σ of row i + 1
-            sig[i] = sig[row]
-            return call(x, i)
-        finally:
-            sig[i] = saved
-
     def euler(x, v, p, inplace):
+        if "hs" in p:
+            return x.add_(v, alpha=p["hs"]) if inplace else x.add(v, alpha=p["hs"])
         a, b = p["a"], p["b"]
         xs, vs = x.narrow(ax, a, b - a), v.narrow(ax, a, b - a)
-        if "m" not in p:
-            if inplace:
-                xs.addcmul_(vs, p["h"])
-                return x
-            y = x.clone()
-            y.narrow(ax, a, b - a).addcmul_(vs, p["h"])
-            return y
         y = x if inplace else x.clone()
-        y.narrow(ax, a, b - a).copy_(torch.where(p["m"], torch.addcmul(xs, vs, p["h"]), xs))
+        if p["full"]:
+            y.narrow(ax, a, b - a).addcmul_(vs, sl(h_t, p))
+        else:  # unchanged frames inside the run: keep them bit for bit
+            y.narrow(ax, a, b - a).copy_(
+                torch.where(sl(ch_t, p), torch.addcmul(xs, vs, sl(h_t, p)), xs))
         return y
 
     x = noise.to(wdt, copy=True)
@@ -344,34 +337,44 @@ def _run(model, noise, rows, calls, solver, ax, edm, callback, progress, grad):
         v = velocity(x, i, i)
         if callback is not None:
             callback(dict(i=i, x=x.clone(), sigma=list(rows[i]), sigma_next=list(rows[i + 1])))
-        if "h2" not in p:
+        if not p["heun"]:
             x = euler(x, v, p, not grad)  # grad: the model may have saved x, update a copy
             continue
         xe = euler(x, v, p, False)  # Euler predictor x̃
         v2 = velocity(xe, i, i + 1)
-        a, b = p["a"], p["b"]
         if grad:
             x = x.clone()
+        if "hs" in p and p["corr"]:
+            x.add_(v + v2, alpha=p["hs"] / 2)  # x ← x + h·(v + v')/2
+            continue
+        a, b = p["a"], p["b"]
         xs = x.narrow(ax, a, b - a)
         vv = v.narrow(ax, a, b - a) + v2.narrow(ax, a, b - a)
-        if "m" not in p and "hm" not in p:
-            xs.addcmul_(vv, p["h2"])
-        else:
-            keep = p["hm"] if "hm" in p else p["m"]
-            xs.copy_(torch.where(keep, torch.addcmul(xs, vv, p["h2"]), xe.narrow(ax, a, b - a)))
+        if p["full"] and p["corr"]:
+            xs.addcmul_(vv, sl(h2_t, p))
+        else:  # frames reaching 0 take x̃; unchanged frames keep x (x̃ = x there)
+            xs.copy_(torch.where(sl(hm_t, p), torch.addcmul(xs, vv, sl(h2_t, p)),
+                                 xe.narrow(ax, a, b - a)))
     return x.to(dtype) if cast else x
 
 
 # ----------------------------------------------------------------------------- DF pyramid
-def diffusion_forcing_matrix(num_frames: int, levels: int, *, uncertainty=1) -> Tensor:
+def diffusion_forcing_matrix(num_frames: int, levels: int, *, uncertainty=1,
+                             grid=None) -> Tensor:
     """Diffusion Forcing's pyramid schedule as integer levels (int64, (M, T)).
 
     ``L[m, t] = clip(K + floor(t·u) - m, 0, K)`` for rows ``m = 0 .. K + floor((T-1)·u)``,
     with K = ``levels`` (level K = pure noise, 0 = clean), T = ``num_frames``,
     u = ``uncertainty`` (Chen et al. 2024, arXiv 2407.01392, Algorithm 2's scheduling matrix;
     u = 0 is full-sequence diffusion, every frame at the same level). Row 0 is all noise, the
-    last row all clean; map it to σ with :func:`level_sigmas`. ``floor(t·u)`` is taken on
-    ``t·u`` computed exactly for an int u and as a Python float product otherwise.
+    last row all clean; map it to σ with :func:`level_sigmas`, or pass ``grid`` (K + 1
+    decreasing values, ``grid[0]`` for level K) to get the σ matrix (float64) directly.
+    ``floor(t·u)`` is taken on ``t·u`` computed exactly for an int u and as a Python float
+    product otherwise.
+
+    Built without arithmetic on the matrix: ``L[m, t] = g(floor(t·u) - m)`` with
+    ``g(z) = clip(K + z, 0, K)`` is a Toeplitz matrix in (m, floor(t·u)), a strided view of
+    one vector (flipped once), then its columns ``floor(t·u)`` are taken.
     """
     t = check_int("num_frames", num_frames, minimum=1)
     k = check_int("levels", levels, minimum=1)
@@ -379,9 +382,20 @@ def diffusion_forcing_matrix(num_frames: int, levels: int, *, uncertainty=1) -> 
         u = check_int("uncertainty", uncertainty, minimum=0)
     else:
         u = check_float("uncertainty", uncertainty, low=0.0)
-    off = torch.tensor([math.floor(f * u) for f in range(t)], dtype=torch.int64)
-    m = torch.arange(k + int(off[-1]) + 1, dtype=torch.int64)
-    return (k + off[None, :] - m[:, None]).clamp_(0, k)
+    off = [math.floor(f * u) for f in range(t)]
+    rows, top = k + off[-1] + 1, off[-1]
+    z = torch.arange(-(rows - 1), top + 1, dtype=torch.int64)  # z = o - m
+    vec = (k + z).clamp_(0, k)
+    if grid is not None:
+        g = _grid("grid", grid, high=None)
+        if len(g) != k + 1:
+            raise ValueError(f"grid must have levels + 1 = {k + 1} values, got {len(g)}")
+        vec = torch.tensor(g[::-1], dtype=torch.float64)[vec]  # σ of level ℓ: grid[K - ℓ]
+    # row i of unfold is vec[i : i + top + 1] = g(o - (rows - 1 - i)): rows in reverse
+    mat = vec.unfold(0, top + 1, 1).flip(0)
+    if off == list(range(t)):
+        return mat
+    return mat[:, torch.tensor(off, dtype=torch.int64)]
 
 
 def level_sigmas(levels, grid) -> Tensor:
@@ -495,41 +509,46 @@ def skyreels_matrix(
             f"causal_block_size ({cbs})"
         )
     n = tmpl.numel()
-    iters = n + 1
     blocks, base_blocks = t // cbs, base // cbs
     if base_blocks < blocks and ar < n / base_blocks:
         raise ValueError(
             f"ar_step must be at least {math.ceil(n / base_blocks)} for {blocks} blocks with a "
             f"{base_blocks}-block window and {n} steps, got ar_step = {ar}"
         )
-    ext = [999] + [int(v) for v in tmpl.long().tolist()] + [0]
-    pre_row = [0] * blocks
-    for i in range(pre // cbs):
-        pre_row[i] = iters
-    idx_rows, masks = [], []
-    while not all(k >= iters - 1 for k in pre_row):  # host loop on ints: cheap
-        new = [0] * blocks
-        for i in range(blocks):
-            if i == 0 or pre_row[i - 1] >= iters - 1:
-                new[i] = pre_row[i] + 1
-            else:
-                new[i] = new[i - 1] - ar
-        new = [min(max(k, 0), iters) for k in new]
-        masks.append([a != b and a != iters for a, b in zip(new, pre_row)])
-        idx_rows.append(new)
-        pre_row = new
+    # Closed form of diffusers' row loop (k_i(r): updates of block i after row r, clipped to
+    # [0, N + 1]): block i starts at row s_i and then advances one step a row,
+    # k_i(r) = clip(r + 1 - s_i, 0, N + 1), with s_p = 0 for the first block p that is not
+    # pre-ready and s_i = s_{i-1} + min(ar_step, N): it lags its predecessor by ar_step, or
+    # starts when the predecessor is clean (row s_{i-1} + N) if that comes first. Rows run
+    # until the last block has had N updates: R = s_last + N.
+    ready = pre // cbs
+    starts = [-(n + 2)] * ready + [i * min(ar, n) for i in range(blocks - ready)]
+    rows = starts[-1] + n
+    r = torch.arange(rows, dtype=torch.int64)[:, None]
+    st = torch.tensor(starts, dtype=torch.int64)[None, :]
+    idx_b = (r + 1 - st).clamp_(0, n + 1)  # block level, then copied to each frame
+    mask_b = (r - st).clamp_(0, n + 1).ne_(idx_b).logical_and_(idx_b != n + 1)
     terminal = base_blocks
     if shrink_interval_with_mask:
-        terminal = max(i for i, m in enumerate(masks[0]) if m) + 1
+        terminal = max(i for i in range(blocks) if _sky_upd(0, starts[i], n)) + 1
     intervals = []
-    for m in masks:
-        if terminal < blocks and m[terminal]:
+    for row in range(rows):
+        if terminal < blocks and _sky_upd(row, starts[terminal], n):
             terminal += 1
         intervals.append((max(terminal - base_blocks, 0) * cbs, terminal * cbs))
-    index = torch.tensor(idx_rows, dtype=torch.int64).repeat_interleave(cbs, dim=1)
-    mask = torch.tensor(masks, dtype=torch.bool).repeat_interleave(cbs, dim=1)
-    steps = torch.tensor(ext, dtype=torch.int64)[index]
+    ext = torch.tensor([999] + [int(v) for v in tmpl.long().tolist()] + [0], dtype=torch.int64)
+
+    def frames(m):  # (R, blocks) -> (R, T): each block's column repeated over its frames
+        return m if cbs == 1 else m[:, :, None].expand(rows, blocks, cbs).reshape(rows, t)
+
+    steps, index, mask = frames(ext[idx_b]), frames(idx_b), frames(mask_b)
     return SkyReelsSchedule(steps, index, mask, tuple(intervals), n)
+
+
+def _sky_upd(row: int, start: int, n: int) -> bool:
+    """Is a block starting at row ``start`` updated in row ``row`` (see skyreels_matrix)?"""
+    k = min(max(row + 1 - start, 0), n + 1)
+    return k != min(max(row - start, 0), n + 1) and k != n + 1
 
 
 # ----------------------------------------------------------------------------- windows
@@ -613,20 +632,33 @@ class WindowSchedule:
         if t % s:
             raise ValueError(f"num_frames must be a multiple of stride = {s}, got {t}")
         blocks = t // s
-        rows, wins = [], []
+        # window position of frame f in cycle c is f - c·s; table column = position + 1
+        # (column 0: clean, before the window; column W + 1: pure noise, after it)
+        cycles = torch.arange(1 - nb, blocks + 1, dtype=torch.int64)  # + 1: the final row
+        idx = (torch.arange(1, t + 1, dtype=torch.int64) - s * cycles[:, None]).clamp_(
+            0, self.window + 1)
+        tab = torch.tensor([[0.0, *row, self.sigma_max] for row in self.levels[:p]],
+                           dtype=torch.float64)  # (P, W + 2)
+        mat = tab[:, idx]  # (P, C + 1, T): row c·P + r of the result is mat[r, c]
+        sig = mat[0] if p == 1 else mat.transpose(0, 1).reshape(-1, t)
+        sig = sig[: (len(cycles) - 1) * p + 1]
+        wins = []
+        calls = self.calls
         for c in range(1 - nb, blocks):
             lo, hi = max(c, 0), min(c + nb, blocks)  # blocks in the window
-            for r in range(p):
-                rows.append([self.level(r, (f // s - c) * s + f % s) for f in range(t)])
-                calls = []
-                for a, b, ka, kb in self.calls:
-                    a2, b2 = max(a + c * s, lo * s), min(b + c * s, hi * s)
-                    ka2, kb2 = max(ka + c * s, a2), min(kb + c * s, b2)
+            o = c * s
+            if lo == c and hi == c + nb:  # the window is full: every call is inside it
+                cyc = tuple((a + o, b + o, ka + o, kb + o) for a, b, ka, kb in calls)
+            else:
+                cyc = []
+                for a, b, ka, kb in calls:
+                    a2, b2 = max(a + o, lo * s), min(b + o, hi * s)
+                    ka2, kb2 = max(ka + o, a2), min(kb + o, b2)
                     if ka2 < kb2:
-                        calls.append((a2, b2, ka2, kb2))
-                wins.append(tuple(calls))
-        rows.append([0.0] * t)
-        return FramePlan(torch.tensor(rows, dtype=torch.float64), tuple(wins))
+                        cyc.append((a2, b2, ka2, kb2))
+                cyc = tuple(cyc)
+            wins.extend([cyc] * p)
+        return FramePlan(sig, tuple(wins))
 
 
 def _grid(name: str, grid, high=1.0) -> list[float]:
