@@ -77,7 +77,9 @@ def bench_build(repeats):
         "df_matrix": lambda: diffusion_forcing_matrix(1000, 50),
         "df_matrix(grid=)": lambda: diffusion_forcing_matrix(1000, 50, grid=grid),
         "df_matrix+level_sigmas": lambda: level_sigmas(diffusion_forcing_matrix(1000, 50), grid),
-        "floor: zeros(1050,1000)": lambda: torch.zeros(1050, 1000, dtype=torch.float64),
+        # floor: writing one (rows, 1000) float64 / int64 matrix of the sizes built above
+        "floor: full(1050x1000) f64": lambda: torch.full((1050, 1000), 1.0, dtype=torch.float64),
+        "floor: full(1443x1000) i64": lambda: torch.full((1443, 1000), 1, dtype=torch.int64),
         "skyreels": lambda: skyreels_matrix(1000, tmpl, 40, ar_step=7, causal_block_size=5),
         "fifo.unroll": lambda: fifo_schedule(grid, 10).unroll(1000),
         "chunk.unroll": lambda: chunk_schedule([1.0, 0.75, 0.5, 0.25], 4, context=8,

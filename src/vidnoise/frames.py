@@ -486,9 +486,9 @@ def skyreels_matrix(
     ``shrink_interval_with_mask=True`` starts the window at the last block updated in the
     first iteration. diffusers 0.42.1 (and the SkyReels-V2 code it copies) overwrites its list
     of masks with the first mask there (``update_mask = update_mask[0]``), so it then loops
-    over the first mask's elements: it raises (``IndexError`` on a 0-d tensor, or a
-    ``repeat`` error for ``causal_block_size > 1``) or returns a 1-D mask and one interval per
-    block. Here the first mask is read without overwriting the list, as intended; the matrices
+    over the first mask's elements and raises: ``TypeError`` from ``torch.stack`` on the 1-D
+    mask, or ``IndexError`` indexing a 0-d element when the video is longer than the window.
+    Here the first mask is read without overwriting the list, as intended; the matrices
     are unaffected and the intervals equal diffusers' with that one line fixed (tested).
 
     Raises ValueError when diffusers does (``ar_step`` below ``N / base blocks`` for a video
