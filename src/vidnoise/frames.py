@@ -44,7 +44,7 @@ from vidnoise._checks import (
     work_dtype,
 )
 from vidnoise.noise import as_generators, randn
-from vidnoise.samplers._common import bad_output, progress_range, to_device
+from vidnoise.samplers._common import bad_output, progress_range
 
 __all__ = [
     "sample_frames",
@@ -67,8 +67,8 @@ SOLVERS = ("euler", "heun")
 
 
 # ----------------------------------------------------------------------------- checks
-def _matrix_rows(name: str, sigmas) -> list[list[float]]:
-    """A 2-D tensor or a sequence of sequences as a list of rows of Python floats."""
+def _matrix(name: str, sigmas) -> Tensor:
+    """A 2-D tensor or a sequence of rows as a float64 CPU tensor (one host copy)."""
     if isinstance(sigmas, Tensor):
         if sigmas.dim() != 2:
             raise ValueError(
@@ -77,63 +77,72 @@ def _matrix_rows(name: str, sigmas) -> list[list[float]]:
             )
         if sigmas.dtype == torch.bool or sigmas.is_complex():
             raise TypeError(f"{name} must be a real matrix, got dtype {sigmas.dtype}")
-        return sigmas.detach().to("cpu", torch.float64).tolist()
-    if isinstance(sigmas, Sequence) and not isinstance(sigmas, str):
-        rows = []
-        for i, row in enumerate(sigmas):
-            if not isinstance(row, Sequence) or isinstance(row, str):
-                raise ValueError(
-                    f"{name} must be a 2-D (S + 1, T) matrix, got a row {i} of type "
-                    f"{type(row).__name__}"
-                )
-            out = []
-            for v in row:
-                if isinstance(v, bool) or not isinstance(v, numbers.Real):
-                    raise TypeError(f"{name} must contain real numbers, got {v!r}")
-                out.append(float(v))
-            rows.append(out)
-        return rows
-    raise TypeError(
-        f"{name} must be a 2-D tensor or a sequence of rows, got {type(sigmas).__name__}"
-    )
+        return sigmas.detach().to("cpu", torch.float64)
+    if not isinstance(sigmas, Sequence) or isinstance(sigmas, str):
+        raise TypeError(
+            f"{name} must be a 2-D tensor or a sequence of rows, got {type(sigmas).__name__}"
+        )
+    rows = list(sigmas)
+    for i, row in enumerate(rows):
+        if isinstance(row, Tensor):
+            continue
+        if not isinstance(row, Sequence) or isinstance(row, str):
+            raise ValueError(f"{name} must be a 2-D (S + 1, T) matrix, got a row {i} of type "
+                             f"{type(row).__name__}")
+        if len(row) != len(rows[0]):
+            raise ValueError(f"{name} rows must all have {len(rows[0])} values, row {i} has "
+                             f"{len(row)}")
+        for v in row:
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise TypeError(f"{name} must contain real numbers, got {v!r}")
+    try:
+        m = torch.tensor([r.tolist() if isinstance(r, Tensor) else r for r in rows],
+                         dtype=torch.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a 2-D (S + 1, T) matrix of reals: {err}") from None
+    if m.dim() != 2:
+        raise ValueError(f"{name} must be a 2-D (S + 1, T) matrix, got shape {tuple(m.shape)}")
+    return m
 
 
 def check_sigma_matrix(
     name: str, sigmas, num_frames: int | None = None, *, high: float | None = 1.0
-) -> list[list[float]]:
-    """Read an (S + 1, T) σ matrix once as Python floats and check it.
+) -> Tensor:
+    """Read an (S + 1, T) σ matrix once to the host and check it; returns float64 (CPU).
 
-    At least 2 rows; every row ``num_frames`` long (when given); finite values in
-    ``[0, high]``; every column non-increasing (a frame's level never goes up). Returns the
-    rows as lists of floats (one host copy of a tensor, before any loop).
+    At least 2 rows; ``num_frames`` columns (when given); finite values in ``[0, high]``;
+    every column non-increasing (a frame's level never goes up). Checked with whole-matrix
+    tensor operations (a 1,000-frame matrix costs a few ms).
     """
-    rows = _matrix_rows(name, sigmas)
-    if len(rows) < 2:
-        raise ValueError(f"{name} must have at least 2 rows (a start and an end), got {len(rows)}")
-    t = len(rows[0])
-    if num_frames is not None and t != num_frames:
+    m = _matrix(name, sigmas)
+    if m.shape[0] < 2:
+        raise ValueError(f"{name} must have at least 2 rows (a start and an end), got "
+                         f"{m.shape[0]}")
+    if num_frames is not None and m.shape[1] != num_frames:
         raise ValueError(
             f"{name} must have one column per frame: {num_frames} frames, got a matrix with "
-            f"{t} columns"
+            f"{m.shape[1]} columns"
         )
     rng = f"[0, {high}]" if high is not None else "[0, inf)"
-    for i, row in enumerate(rows):
-        if len(row) != t:
-            raise ValueError(f"{name} rows must all have {t} values, row {i} has {len(row)}")
-        for f, v in enumerate(row):
-            if not math.isfinite(v) or v < 0.0 or (high is not None and v > high):
-                raise ValueError(f"{name} must contain finite values in {rng}, got "
-                                 f"{name}[{i}, {f}] = {v}")
-            if i and v > rows[i - 1][f]:
-                raise ValueError(
-                    f"{name} must be non-increasing down every column (a frame's noise level "
-                    f"never rises), got {name}[{i - 1}, {f}] = {rows[i - 1][f]} < "
-                    f"{name}[{i}, {f}] = {v}"
-                )
-    return rows
+    bad = ~torch.isfinite(m) | (m < 0)
+    if high is not None:
+        bad |= m > high
+    if bool(bad.any()):
+        i, f = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(f"{name} must contain finite values in {rng}, got "
+                         f"{name}[{i}, {f}] = {float(m[i, f])}")
+    up = m[1:] > m[:-1]
+    if bool(up.any()):
+        i, f = (int(v) for v in up.nonzero()[0])
+        raise ValueError(
+            f"{name} must be non-increasing down every column (a frame's noise level never "
+            f"rises), got {name}[{i}, {f}] = {float(m[i, f])} < {name}[{i + 1}, {f}] = "
+            f"{float(m[i + 1, f])}"
+        )
+    return m
 
 
-def _check_windows(windows, n_steps: int, num_frames: int, rows) -> list[tuple]:
+def _check_windows(windows, n_steps: int, num_frames: int, changed: Tensor) -> list[tuple]:
     """Normalise ``windows`` to one tuple of calls ``(a, b, ka, kb)`` per step."""
     if not isinstance(windows, Sequence) or isinstance(windows, str):
         raise TypeError(f"windows must be None or a sequence, got {type(windows).__name__}")
@@ -142,37 +151,42 @@ def _check_windows(windows, n_steps: int, num_frames: int, rows) -> list[tuple]:
             f"windows must have one entry per step (len(sigmas) - 1 = {n_steps}), got "
             f"{len(windows)}"
         )
-    out = []
+    out, memo = [], {}
     for i, w in enumerate(windows):
-        calls = [w] if len(w) and isinstance(w[0], numbers.Integral) else list(w)
-        norm = []
-        for c in calls:
-            c = tuple(check_int(f"windows[{i}]", v, minimum=0) for v in c)
-            if len(c) == 2:
-                c = c + c
-            if len(c) != 4:
-                raise ValueError(
-                    f"windows[{i}] calls must be (start, end) or (start, end, keep_start, "
-                    f"keep_end), got {c}"
-                )
-            a, b, ka, kb = c
-            if not (a <= ka < kb <= b <= num_frames):
-                raise ValueError(
-                    f"windows[{i}] call {c} must satisfy start <= keep_start < keep_end <= "
-                    f"end <= num_frames = {num_frames}"
-                )
-            norm.append(c)
-        kept = set()
+        key = id(w)
+        if key in memo and memo[key][0] is w:  # the same object repeated (unrolled cycles)
+            norm = memo[key][1]
+        else:
+            calls = [w] if len(w) and isinstance(w[0], numbers.Integral) else list(w)
+            norm = []
+            for c in calls:
+                c = tuple(check_int(f"windows[{i}]", v, minimum=0) for v in c)
+                if len(c) == 2:
+                    c = c + c
+                if len(c) != 4:
+                    raise ValueError(
+                        f"windows[{i}] calls must be (start, end) or (start, end, keep_start, "
+                        f"keep_end), got {c}"
+                    )
+                a, b, ka, kb = c
+                if not (a <= ka < kb <= b <= num_frames):
+                    raise ValueError(
+                        f"windows[{i}] call {c} must satisfy start <= keep_start < keep_end <= "
+                        f"end <= num_frames = {num_frames}"
+                    )
+                norm.append(c)
+            norm = tuple(norm)
+            memo[key] = (w, norm)
+        left = changed[i].clone()
         for _, _, ka, kb in norm:
-            kept.update(range(ka, kb))
-        for f in range(num_frames):
-            if rows[i + 1][f] != rows[i][f] and f not in kept:
-                raise ValueError(
-                    f"windows[{i}] leaves out frame {f}, whose level changes in step {i} "
-                    f"({rows[i][f]} -> {rows[i + 1][f]}): every changing frame must be kept "
-                    f"by a model call"
-                )
-        out.append(tuple(norm))
+            left[ka:kb] = False
+        if bool(left.any()):
+            f = int(left.nonzero()[0, 0])
+            raise ValueError(
+                f"windows[{i}] leaves out frame {f}, whose level changes in step {i}: every "
+                f"changing frame must be kept by a model call"
+            )
+        out.append(norm)
     return out
 
 
@@ -242,53 +256,64 @@ def sample_frames(
     check_bool("progress", progress)
     ax = frame_axis(layout)
     t = noise.shape[ax]
-    rows = check_sigma_matrix("sigmas", sigmas, t, high=None if edm else 1.0)
-    n = len(rows) - 1
-    calls = None if windows is None else _check_windows(windows, n, t, rows)
+    m = check_sigma_matrix("sigmas", sigmas, t, high=None if edm else 1.0)
+    n = m.shape[0] - 1
+    calls = None if windows is None else _check_windows(windows, n, t, m[1:] != m[:-1])
     with torch.enable_grad() if grad else torch.no_grad():
-        return _run(model, noise, rows, calls, solver, ax, edm, callback, progress, grad)
+        return _run(model, noise, m, calls, solver, ax, edm, callback, progress, grad)
 
 
-def _run(model, noise, rows, calls, solver, ax, edm, callback, progress, grad):
+def _host_to(m: Tensor, dtype, device) -> Tensor:
+    """A host tensor on ``device`` without a host sync (pinned, non-blocking on CUDA)."""
+    host = m.to(dtype)
+    device = torch.device(device)
+    if device.type == "cpu":
+        return host
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
+
+
+def _run(model, noise, m, calls, solver, ax, edm, callback, progress, grad):
     wdt = work_dtype(noise.dtype)
     dtype, dev, batch, t = noise.dtype, noise.device, noise.shape[0], noise.shape[ax]
     cast = dtype != wdt
-    n = len(rows) - 1
+    n = m.shape[0] - 1
     # σ batches (B, T) per row, all made once
-    sig = list(to_device(rows, wdt, dev)[:, None, :].expand(n + 1, batch, t).unbind(0))
+    sig = list(_host_to(m, wdt, dev)[:, None, :].expand(n + 1, batch, t).unbind(0))
+    view = [n + 1, 1, 1, 1, 1, 1]
+    view[ax + 1] = t
     if edm:  # 1/σ per frame, 0 at σ = 0 (those frames never change)
-        shape = [n + 1, 1, 1, 1, 1, 1]
-        shape[ax + 1] = t
-        inv = to_device([[1.0 / s if s > 0 else 0.0 for s in r] for r in rows], wdt,
-                        dev).reshape(shape).unbind(0)
+        inv = _host_to(torch.where(m > 0, 1.0 / m, 0.0), wdt, dev).reshape(view).unbind(0)
+    # the per-step plan, from whole-matrix operations on the host
+    h = m[1:] - m[:-1]
+    ch = h != 0
+    corr = ch & (m[1:] > 0)
+    cnt = ch.sum(1)
+    first = ch.to(torch.int8).argmax(1)
+    last = t - 1 - ch.flip(1).to(torch.int8).argmax(1)
+    same = (cnt == t) & (h == h[:, :1]).all(1)
     plan = []  # per step: None (nothing changes) or the host-made update plan
-    hs, hm, cm = [], [], []  # per-frame h, "changes", "takes the Heun correction" rows
-    for i in range(n):
-        cur, nxt = rows[i], rows[i + 1]
-        h = [b - a for a, b in zip(cur, nxt)]
-        ch = [f for f in range(t) if h[f] != 0.0]
-        corr = [f for f in ch if nxt[f] > 0.0]
-        hs.append(h)
-        cm.append([f in ch for f in range(t)])
-        hm.append([f in corr for f in range(t)])
-        if not ch:
+    for i, (c, a, b, cc, sm, h0) in enumerate(zip(
+            cnt.tolist(), first.tolist(), last.tolist(), corr.sum(1).tolist(), same.tolist(),
+            h[:, 0].tolist())):
+        if not c:
             plan.append(None)
             continue
-        a, b = ch[0], ch[-1] + 1
-        p = dict(i=i, a=a, b=b, full=len(ch) == b - a,
-                 heun=solver == "heun" and bool(corr), corr=len(corr) == b - a)
-        if p["full"] and a == 0 and b == t and all(v == h[0] for v in h):
-            p["hs"] = h[0]  # every frame takes the same step: sample_flow's scalar update
+        b += 1
+        p = dict(i=i, a=a, b=b, full=c == b - a, heun=solver == "heun" and cc > 0,
+                 corr=cc == b - a)
+        if sm:
+            p["hs"] = h0  # every frame takes the same step: sample_flow's scalar update
         plan.append(p)
     tables = any(p is not None and ("hs" not in p or (p["heun"] and not p["corr"]))
                  for p in plan)
     if tables:  # per-frame coefficient and mask tables, made once
-        view = [n, 1, 1, 1, 1, 1]
-        view[ax + 1] = t
-        h_t = to_device(hs, wdt, dev).reshape(view)
+        view[0] = n
+        h_t = _host_to(h, wdt, dev).reshape(view)
         h2_t = h_t / 2
-        ch_t = to_device(cm, torch.bool, dev).reshape(view)
-        hm_t = to_device(hm, torch.bool, dev).reshape(view)
+        ch_t = _host_to(ch, torch.bool, dev).reshape(view)
+        hm_t = _host_to(corr, torch.bool, dev).reshape(view)
 
     def sl(tab, p):
         return tab[p["i"]].narrow(ax, p["a"], p["b"] - p["a"])
@@ -336,7 +361,7 @@ def _run(model, noise, rows, calls, solver, ax, edm, callback, progress, grad):
             continue
         v = velocity(x, i, i)
         if callback is not None:
-            callback(dict(i=i, x=x.clone(), sigma=list(rows[i]), sigma_next=list(rows[i + 1])))
+            callback(dict(i=i, x=x.clone(), sigma=m[i].tolist(), sigma_next=m[i + 1].tolist()))
         if not p["heun"]:
             x = euler(x, v, p, not grad)  # grad: the model may have saved x, update a copy
             continue
@@ -765,9 +790,10 @@ def stream_frames(
     enters as pure noise ``σ_max·ε`` (EDM) or ``ε`` (flow), drawn with
     ``randn((batch, *block_shape), generator=generator)`` at the cycle it enters, is denoised
     by :func:`sample_frames` on the window, and is yielded, one frame at a time as a
-    (B, C, H, W) tensor in ``dtype``, once its level is 0. Equal to ``sample_frames`` on
+    (B, C, H, W) tensor in ``dtype``, when it leaves the window (clean: its level is 0; with
+    clean context frames that is after it has served as context). Equal to ``sample_frames`` on
     ``schedule.unroll(T)`` with the same noise (tested bit for bit). ``num_frames`` (a
-    multiple of stride) ends the stream; None runs forever. ``frame_shape`` is (C, H, W).
+    multiple of stride, at least the window) ends the stream; None runs forever. ``frame_shape`` is (C, H, W).
     With one generator per sample, each sample depends only on its own generator.
     """
     check_callable("model", model)
@@ -785,6 +811,12 @@ def stream_frames(
         t = check_int("num_frames", num_frames, minimum=1)
         if t % s:
             raise ValueError(f"num_frames must be a multiple of stride = {s}, got {t}")
+        if t < schedule.window:
+            raise ValueError(
+                f"the schedule's window ({schedule.window} frames) is larger than the stream "
+                f"(num_frames = {t}): use a smaller window or a longer stream (or "
+                f"sample_frames on schedule.unroll(num_frames))"
+            )
         blocks = t // s
     ax = frame_axis(layout)
     c_, h_, w_ = fs
