@@ -791,10 +791,10 @@ def stream_frames(
     ``randn((batch, *block_shape), generator=generator)`` at the cycle it enters, is denoised
     by :func:`sample_frames` on the window, and is yielded, one frame at a time as a
     (B, C, H, W) tensor in ``dtype``, when it leaves the window (clean: its level is 0; with
-    clean context frames that is after it has served as context). Equal to ``sample_frames`` on
-    ``schedule.unroll(T)`` with the same noise (tested bit for bit). ``num_frames`` (a
-    multiple of stride, at least the window) ends the stream; None runs forever. ``frame_shape`` is (C, H, W).
-    With one generator per sample, each sample depends only on its own generator.
+    clean context frames that is after it has served as context). Equal to
+    ``sample_frames`` on ``schedule.unroll(T)`` with the same noise (tested bit for bit).
+    ``num_frames`` (a multiple of stride, at least the window) ends the stream; None runs
+    forever. ``frame_shape`` is (C, H, W). With one generator per sample, each sample depends only on its own generator.
     """
     check_callable("model", model)
     if not isinstance(schedule, WindowSchedule):
