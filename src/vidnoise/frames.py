@@ -794,7 +794,8 @@ def stream_frames(
     clean context frames that is after it has served as context). Equal to
     ``sample_frames`` on ``schedule.unroll(T)`` with the same noise (tested bit for bit).
     ``num_frames`` (a multiple of stride, at least the window) ends the stream; None runs
-    forever. ``frame_shape`` is (C, H, W). With one generator per sample, each sample depends only on its own generator.
+    forever. ``frame_shape`` is (C, H, W). With one generator per sample, each sample
+    depends only on its own generator.
     """
     check_callable("model", model)
     if not isinstance(schedule, WindowSchedule):
