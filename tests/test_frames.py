@@ -671,3 +671,27 @@ def test_stream_edge_cases():
         stream_frames(smooth_model(), fifo_schedule(lin(8), 4), (1, 1, 1), num_frames=6)
     with pytest.raises(TypeError, match="WindowSchedule"):
         stream_frames(smooth_model(), lin(3), (1, 1, 1))
+
+
+@pytest.mark.parametrize("layout", ["BCTHW", "BTCHW"])
+def test_history_guidance_formula(layout):
+    """guided = u + w (c - u), u = model on (history → fresh noise, σ → σ_max), checked with
+    the same noise drawn here; a bool mask equals the leading-count form."""
+    ax = 2 if layout == "BCTHW" else 1
+    shape = (2, 1, 4, 2, 2) if layout == "BCTHW" else (2, 4, 1, 2, 2)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    s = torch.tensor([[0.0, 0.0, 0.4, 0.9], [0.0, 0.0, 0.2, 1.0]])
+    m = smooth_model(layout)
+    out = history_guidance(m, 2.5, 2, layout=layout, sigma_max=1.0,
+                           generator=torch.Generator().manual_seed(7))(x, s)
+    eps = torch.randn(shape, generator=torch.Generator().manual_seed(7))
+    xu = x.clone()
+    xu.narrow(ax, 0, 2).copy_(eps.narrow(ax, 0, 2))
+    su = s.clone()
+    su[:, :2] = 1.0
+    c, u = m(x, s), m(xu, su)
+    torch.testing.assert_close(out, u + 2.5 * (c - u))
+    mask = torch.tensor([True, True, False, False])
+    out2 = history_guidance(m, 2.5, mask, layout=layout,
+                            generator=torch.Generator().manual_seed(7))(x, s)
+    torch.testing.assert_close(out2, out)
