@@ -159,8 +159,13 @@ def test_edm_equal_columns_match_sample_edm(order):
 def test_callback_and_progress():
     seen = []
     rows = level_sigmas(diffusion_forcing_matrix(3, 2), lin(2))
-    sample_frames(smooth_model(), torch.zeros(1, 1, 3, 1, 1), rows,
-                  callback=lambda d: seen.append((d["i"], d["sigma"], d["sigma_next"])))
+    x = torch.randn(1, 1, 3, 1, 1)
+    dens = []
+    sample_frames(smooth_model(), x, rows,
+                  callback=lambda d: seen.append((d["i"], d["sigma"], d["sigma_next"]))
+                  or dens.append(d["denoised"]))
+    s0 = torch.tensor([rows[0].tolist()])
+    torch.testing.assert_close(dens[0], x - s0.reshape(1, 1, 3, 1, 1) * smooth_model()(x, s0))
     assert [i for i, _, _ in seen] == list(range(rows.shape[0] - 1))
     assert seen[0][1] == rows[0].tolist() and seen[-1][2] == rows[-1].tolist()
 

@@ -237,7 +237,8 @@ def sample_frames(
             intervals). Every frame that changes level in a step must be kept by a call.
         grad: False (default) runs under ``torch.no_grad()``; True records the graph.
         callback: called after each step's first model evaluation with ``dict(i=i, x=x (a
-            copy), sigma=row i, sigma_next=row i + 1)`` (rows as lists of floats).
+            copy), sigma=row i, sigma_next=row i + 1, denoised=x - σ ⊙ v)`` (rows as lists
+            of floats; ``denoised`` is the model's x0 estimate, D itself for ``edm=True``).
         progress: show a tqdm bar.
 
     Returns:
@@ -283,6 +284,8 @@ def _run(model, noise, m, calls, solver, ax, edm, callback, progress, grad):
     sig = list(_host_to(m, wdt, dev)[:, None, :].expand(n + 1, batch, t).unbind(0))
     view = [n + 1, 1, 1, 1, 1, 1]
     view[ax + 1] = t
+    if callback is not None:  # σ per frame as a broadcastable view, for ``denoised``
+        sig_x = _host_to(m, wdt, dev).reshape(view).unbind(0)
     if edm:  # 1/σ per frame, 0 at σ = 0 (those frames never change)
         inv = _host_to(torch.where(m > 0, 1.0 / m, 0.0), wdt, dev).reshape(view).unbind(0)
     # the per-step plan, from whole-matrix operations on the host
@@ -361,7 +364,8 @@ def _run(model, noise, m, calls, solver, ax, edm, callback, progress, grad):
             continue
         v = velocity(x, i, i)
         if callback is not None:
-            callback(dict(i=i, x=x.clone(), sigma=m[i].tolist(), sigma_next=m[i + 1].tolist()))
+            callback(dict(i=i, x=x.clone(), sigma=m[i].tolist(), sigma_next=m[i + 1].tolist(),
+                          denoised=x - sig_x[i] * v))
         if not p["heun"]:
             x = euler(x, v, p, not grad)  # grad: the model may have saved x, update a copy
             continue
