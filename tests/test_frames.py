@@ -586,6 +586,10 @@ def test_bad_inputs():
         fifo_schedule(lin(6), 4)
     with pytest.raises(ValueError, match="multiple of stride"):
         chunk_schedule([1.0, 0.5], 2).unroll(5)
+    with pytest.raises(ValueError, match="missing \\[1\\]"):
+        WindowSchedule(((0.5, 1.0), (0.0, 0.5)), 1, ((0, 1, 0, 1),))
+    with pytest.raises(ValueError, match="calls must be"):
+        WindowSchedule(((0.5, 1.0), (0.0, 0.5)), 1, ((0, 3, 0, 3),))
     with pytest.raises(ValueError, match="moves up one block"):
         WindowSchedule(((0.5, 1.0), (0.0, 0.7)), 1, ((0, 2, 0, 2),))
     with pytest.raises(ValueError, match="num_frames must be a multiple of stride"):

@@ -626,6 +626,16 @@ class WindowSchedule:
         if tuple(self.levels[p][s:]) != tuple(self.levels[0][: w - s]):
             raise ValueError("levels[-1][stride:] must equal levels[0][:W - stride] (the window "
                              "moves up one block per cycle)")
+        kept = set()
+        for c in self.calls:
+            if len(c) != 4 or not (0 <= c[0] <= c[2] < c[3] <= c[1] <= w):
+                raise ValueError(f"calls must be (start, end, keep_start, keep_end) with "
+                                 f"0 <= start <= keep_start < keep_end <= end <= W = {w}, got {c}")
+            kept.update(range(c[2], c[3]))
+        moving = {f for f in range(w) if self.levels[0][f] != self.levels[p][f]}
+        if moving - kept:
+            raise ValueError(f"calls must keep every window position whose level changes, "
+                             f"missing {sorted(moving - kept)}")
         if any(v != top or v < max(max(r) for r in self.levels) for v in self.levels[0][w - s:]):
             raise ValueError("levels[0][W - stride:] must all be the largest level (the block "
                              "entering is pure noise)")
