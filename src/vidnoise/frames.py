@@ -557,12 +557,13 @@ def skyreels_matrix(
     st = torch.tensor(starts, dtype=torch.int64)[None, :]
     idx_b = (r + 1 - st).clamp_(0, n + 1)  # block level, then copied to each frame
     mask_b = (r - st).clamp_(0, n + 1).ne_(idx_b).logical_and_(idx_b != n + 1)
+    # block i is updated in rows s_i .. s_i + N - 1 (pre-ready blocks never)
     terminal = base_blocks
-    if shrink_interval_with_mask:
-        terminal = max(i for i in range(blocks) if _sky_upd(0, starts[i], n)) + 1
+    if shrink_interval_with_mask:  # the last block updated in row 0
+        terminal = max(i for i in range(blocks) if starts[i] == 0) + 1
     intervals = []
     for row in range(rows):
-        if terminal < blocks and _sky_upd(row, starts[terminal], n):
+        if terminal < blocks and starts[terminal] <= row < starts[terminal] + n:
             terminal += 1
         intervals.append((max(terminal - base_blocks, 0) * cbs, terminal * cbs))
     ext = torch.tensor([999] + [int(v) for v in tmpl.long().tolist()] + [0], dtype=torch.int64)
@@ -572,12 +573,6 @@ def skyreels_matrix(
 
     steps, index, mask = frames(ext[idx_b]), frames(idx_b), frames(mask_b)
     return SkyReelsSchedule(steps, index, mask, tuple(intervals), n)
-
-
-def _sky_upd(row: int, start: int, n: int) -> bool:
-    """Is a block starting at row ``start`` updated in row ``row`` (see skyreels_matrix)?"""
-    k = min(max(row + 1 - start, 0), n + 1)
-    return k != min(max(row - start, 0), n + 1) and k != n + 1
 
 
 # ----------------------------------------------------------------------------- windows
@@ -671,16 +666,19 @@ class WindowSchedule:
         if t % s:
             raise ValueError(f"num_frames must be a multiple of stride = {s}, got {t}")
         blocks = t // s
-        # window position of frame f in cycle c is f - c·s; table column = position + 1
-        # (column 0: clean, before the window; column W + 1: pure noise, after it)
-        cycles = torch.arange(1 - nb, blocks + 1, dtype=torch.int64)  # + 1: the final row
-        idx = (torch.arange(1, t + 1, dtype=torch.int64) - s * cycles[:, None]).clamp_(
-            0, self.window + 1)
+        # Window position of frame f in cycle c is f - c·s; its level is tab[r][pos + 1]
+        # (column 0: clean, before the window; column W + 1: pure noise, after it). With
+        # i = blocks - c, pos = f + i·s - blocks·s: row i is vec[i·s : i·s + T] of one
+        # vector per r, so the matrix is a strided view (unfold), flipped once to put the
+        # cycles c = 1 - nb .. blocks in order (the last cycle gives the final row).
         tab = torch.tensor([[0.0, *row, self.sigma_max] for row in self.levels[:p]],
                            dtype=torch.float64)  # (P, W + 2)
-        mat = tab[:, idx]  # (P, C + 1, T): row c·P + r of the result is mat[r, c]
+        length = t + (blocks + nb - 1) * s
+        k = torch.arange(length, dtype=torch.int64) - (blocks * s - 1)
+        vec = tab[:, k.clamp_(0, self.window + 1)]  # (P, length)
+        mat = vec.unfold(1, t, s).flip(1)  # (P, C + 1, T): cycle c = 1 - nb + row
         sig = mat[0] if p == 1 else mat.transpose(0, 1).reshape(-1, t)
-        sig = sig[: (len(cycles) - 1) * p + 1]
+        sig = sig[: (blocks + nb - 1) * p + 1]
         wins = []
         calls = self.calls
         for c in range(1 - nb, blocks):
