@@ -443,12 +443,14 @@ def level_sigmas(levels, grid) -> Tensor:
     if lv.is_floating_point() or lv.dtype == torch.bool:
         raise TypeError(f"levels must be integers, got dtype {lv.dtype}")
     k = g.numel() - 1
-    if lv.numel() and (int(lv.min()) < 0 or int(lv.max()) > k):
-        raise ValueError(
-            f"levels must be in [0, K] = [0, {k}] for a grid of {k + 1} values, got values in "
-            f"[{int(lv.min())}, {int(lv.max())}]"
-        )
-    return g[k - lv.long()]
+    if lv.numel():
+        lo, hi = (int(v) for v in torch.aminmax(lv))
+        if lo < 0 or hi > k:
+            raise ValueError(
+                f"levels must be in [0, K] = [0, {k}] for a grid of {k + 1} values, got values "
+                f"in [{lo}, {hi}]"
+            )
+    return g.flip(0)[lv if lv.dtype == torch.int64 else lv.long()]  # grid[K - level]
 
 
 # ----------------------------------------------------------------------------- SkyReels
@@ -569,7 +571,7 @@ def skyreels_matrix(
     ext = torch.tensor([999] + [int(v) for v in tmpl.long().tolist()] + [0], dtype=torch.int64)
 
     def frames(m):  # (R, blocks) -> (R, T): each block's column repeated over its frames
-        return m if cbs == 1 else m[:, :, None].expand(rows, blocks, cbs).reshape(rows, t)
+        return m if cbs == 1 else m.repeat_interleave(cbs, dim=1)
 
     steps, index, mask = frames(ext[idx_b]), frames(idx_b), frames(mask_b)
     return SkyReelsSchedule(steps, index, mask, tuple(intervals), n)
