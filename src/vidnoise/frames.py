@@ -83,6 +83,14 @@ def _matrix(name: str, sigmas) -> Tensor:
             f"{name} must be a 2-D tensor or a sequence of rows, got {type(sigmas).__name__}"
         )
     rows = list(sigmas)
+    if len(rows) < 2:
+        raise ValueError(f"{name} must have at least 2 rows (a start and an end), got "
+                         f"{len(rows)}")
+    if all(type(r) is list for r in rows) and all(type(v) is float for r in rows for v in r):
+        try:  # fast path: rows of Python floats
+            return torch.tensor(rows, dtype=torch.float64).reshape(len(rows), -1)
+        except ValueError:
+            pass  # ragged: the checks below name the row
     for i, row in enumerate(rows):
         if isinstance(row, Tensor):
             continue
