@@ -736,3 +736,33 @@ def test_flowpath_per_frame_marginal_exact(layout):
     a_m, b_m = fg.flat(a_cols).T, fg.flat(b_cols).T
     got = a_m @ cov @ a_m.T + b_m @ b_m.T
     torch.testing.assert_close(got, fg.noise_cov(s), rtol=1e-12, atol=1e-12)
+
+
+def test_stream_half_precision_and_windows_half():
+    """bf16 frames through FIFO partitions (windowed calls): the model sees bf16, updates are
+    float32; close to the float32 run (bf16 rounding of the state each step: 3e-2)."""
+    sch = fifo_schedule(lin(8), 4, lookahead=True)
+    seen = []
+
+    def m(x, s):
+        seen.append((x.dtype, s.dtype))
+        return smooth_model()(x.float(), s).to(x.dtype)
+
+    kw = dict(num_frames=10, batch=2, solver="heun")
+    lo = list(stream_frames(m, sch, (1, 2, 2), generator=torch.Generator().manual_seed(3),
+                            dtype=torch.bfloat16, **kw))
+    hi = list(stream_frames(m, sch, (1, 2, 2), generator=torch.Generator().manual_seed(3),
+                            dtype=torch.float32, **kw))
+    assert lo[0].dtype == torch.bfloat16
+    assert (torch.bfloat16, torch.float32) in seen
+    for a, b in zip(lo, hi):
+        torch.testing.assert_close(a.float(), b, rtol=3e-2, atol=3e-2)
+    # the state stays float32 between cycles: equal to one sample_frames run on bf16 noise
+    from vidnoise.noise import randn
+
+    g = torch.Generator().manual_seed(3)
+    noise = torch.cat([randn((2, 1, 1, 2, 2), generator=g, dtype=torch.bfloat16)
+                       for _ in range(10)], 2)
+    plan = sch.unroll(10)
+    full = sample_frames(m, noise, plan.sigmas, windows=plan.windows, solver="heun")
+    assert torch.equal(torch.stack(lo, 2), full)

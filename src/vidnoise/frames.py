@@ -283,9 +283,12 @@ def _host_to(m: Tensor, dtype, device) -> Tensor:
     return host.to(device)
 
 
-def _run(model, noise, m, calls, solver, ax, edm, callback, progress, grad):
-    wdt = work_dtype(noise.dtype)
-    dtype, dev, batch, t = noise.dtype, noise.device, noise.shape[0], noise.shape[ax]
+def _run(model, noise, m, calls, solver, ax, edm, callback, progress, grad, model_dtype=None):
+    """The loop. ``model_dtype`` (streaming): the model sees that dtype while ``noise`` is
+    already the working state (float32 for half precision), which is returned as is."""
+    dtype = noise.dtype if model_dtype is None else model_dtype
+    wdt = work_dtype(dtype)
+    dev, batch, t = noise.device, noise.shape[0], noise.shape[ax]
     cast = dtype != wdt
     n = m.shape[0] - 1
     # σ batches (B, T) per row, all made once
@@ -392,7 +395,7 @@ def _run(model, noise, m, calls, solver, ax, edm, callback, progress, grad):
         else:  # frames reaching 0 take x̃; unchanged frames keep x (x̃ = x there)
             xs.copy_(torch.where(sl(hm_t, p), torch.addcmul(xs, vv, sl(h2_t, p)),
                                  xe.narrow(ax, a, b - a)))
-    return x.to(dtype) if cast else x
+    return x.to(dtype) if cast and model_dtype is None else x
 
 
 # ----------------------------------------------------------------------------- DF pyramid
@@ -817,7 +820,9 @@ def stream_frames(
     ``sample_frames`` on ``schedule.unroll(T)`` with the same noise (tested bit for bit).
     ``num_frames`` (a multiple of stride, at least the window) ends the stream; None runs
     forever. ``frame_shape`` is (C, H, W). With one generator per sample, each sample
-    depends only on its own generator.
+    depends only on its own generator. The window is kept in the working dtype (float32 for
+    half precision) between cycles, the model sees ``dtype``, so a half-precision stream also
+    equals one ``sample_frames`` run on the same noise bit for bit.
     """
     check_callable("model", model)
     if not isinstance(schedule, WindowSchedule):
@@ -850,7 +855,8 @@ def stream_frames(
 
 def _stream(model, sch, gens, bshape, ax, s, nb, p, blocks, layout, solver, edm, device,
             dtype, grad):
-    win = None  # the window tensor: blocks lo .. hi - 1
+    win = None  # the window tensor (working dtype): blocks lo .. hi - 1
+    wdt = work_dtype(dtype)
     lo = 0
     top = sch.sigma_max
     c = 1 - nb
@@ -858,7 +864,7 @@ def _stream(model, sch, gens, bshape, ax, s, nb, p, blocks, layout, solver, edm,
         hi = c + nb if blocks is None else min(c + nb, blocks)
         if hi > lo and (win is None or win.shape[ax] < (hi - lo) * s):  # a block enters
             eps = randn(bshape, generator=gens, device=device, dtype=dtype)
-            new = eps * top if edm else eps
+            new = (eps * top if edm else eps).to(wdt)  # the state stays in the working dtype
             win = new if win is None else torch.cat([win, new], dim=ax)
         if win is None or hi <= lo:
             return
@@ -871,11 +877,13 @@ def _stream(model, sch, gens, bshape, ax, s, nb, p, blocks, layout, solver, edm,
             ka2, kb2 = max(ka + c * s - first * s, a2), min(kb + c * s - first * s, b2)
             if ka2 < kb2:
                 calls.append((a2, b2, ka2, kb2))
-        win = sample_frames(model, win, rows, solver=solver, layout=layout, edm=edm,
-                            windows=[tuple(calls)] * p, grad=grad)
+        m = check_sigma_matrix("levels", rows, win.shape[ax], high=None)
+        wins = _check_windows([tuple(calls)] * p, p, win.shape[ax], m[1:] != m[:-1])
+        with torch.enable_grad() if grad else torch.no_grad():
+            win = _run(model, win, m, wins, solver, ax, edm, None, False, grad, model_dtype=dtype)
         # the block at position 0 is clean now: yield it and let it leave
         if c >= 0:
-            out = win.narrow(ax, 0, s)
+            out = win.narrow(ax, 0, s).to(dtype)
             for f in range(s):
                 yield out.select(ax, f)
             win = win.narrow(ax, s, win.shape[ax] - s)
