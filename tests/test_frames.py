@@ -443,7 +443,17 @@ def test_fifo_invariants_every_step():
     # partitions of 4 frames
     assert sch.calls == ((0, 4, 0, 4), (4, 8, 4, 8))
     la = fifo_schedule(lin(8), 4, lookahead=True)
-    assert la.calls == ((0, 4, 0, 4), (2, 6, 4, 6), (4, 8, 6, 8))
+    assert la.window == 10 and la.levels[0][:3] == (0.0, 0.0, 1 / 8)
+    assert la.calls == ((0, 4, 2, 4), (2, 6, 4, 6), (4, 8, 6, 8), (6, 10, 8, 10))
+    # unrolled: the same levels as the plain queue (plus f/2 idle steps at the end), and
+    # every changing frame is denoised with f/2 frames in front of it once the queue is full
+    pl = la.unroll(12)
+    plain = fifo_schedule(lin(8), 4).unroll(12).sigmas
+    assert torch.equal(pl.sigmas[: plain.shape[0]], plain)
+    assert (pl.sigmas[plain.shape[0]:] == 0).all()
+    for i in range(10, plain.shape[0] - 1):
+        for a, _b, ka, _kb in pl.windows[i]:
+            assert ka - a == 2 or a == 0
 
 
 def test_fifo_stream_pushes_generator_noise():
@@ -469,9 +479,9 @@ def test_fifo_stream_pushes_generator_noise():
 )
 def test_stream_equals_unrolled_and_batch_invariant(make, layout):
     sch = make()
-    t, fs = 8, (1, 2, 3)
-    if t % sch.stride:
-        t = sch.stride * 4
+    fs = (1, 2, 3)
+    t = max(8, sch.window + 2)
+    t += -t % sch.stride
     ax = 2 if layout == "BCTHW" else 1
 
     def fg(x, s):  # elementwise plus a causal sum over frames: batch-size independent

@@ -743,9 +743,12 @@ def fifo_schedule(grid, frames_per_call: int, *, lookahead: bool = False,
     leaves, a pure-noise frame enters at the tail (:func:`stream_frames` draws it from the
     generator). The model sees n partitions of f = ``frames_per_call`` frames.
 
-    ``lookahead=True`` (lookahead denoising): calls of f frames at stride f/2; each call keeps
-    the outputs of its later f/2 frames (those with f/2 less noisy frames in front of them),
-    the first call keeps all of its frames. f must be even.
+    ``lookahead=True`` (lookahead denoising, as in the FIFO-Diffusion code): the window also
+    holds the last f/2 finished frames, clean, in front of the queue (W = S + f/2); the model
+    is called on f frames at stride f/2 over the window (2n calls) and each call keeps the
+    outputs of its later f/2 frames, so every queue frame is denoised with f/2 less noisy
+    frames in front of it. (The original code shows those finished frames to the model at
+    its smallest timestep; on a grid ending at 0 they are at σ = 0.) f must be even.
     """
     g = _grid("grid", grid, high=None if edm else 1.0)
     f = check_int("frames_per_call", frames_per_call, minimum=1)
@@ -756,14 +759,15 @@ def fifo_schedule(grid, frames_per_call: int, *, lookahead: bool = False,
             f"grid must have n·frames_per_call steps (the queue length), got {s} steps for "
             f"frames_per_call = {f}"
         )
-    if lookahead:
-        if f % 2:
-            raise ValueError(f"frames_per_call must be even with lookahead, got {f}")
-        h = f // 2
-        calls = [(0, f, 0, f)] + [(a, a + f, a + h, a + f) for a in range(h, s - f + 1, h)]
-    else:
+    queue = (tuple(g[s - 1 - p] for p in range(s)), tuple(g[s - p] for p in range(s)))
+    if not lookahead:
         calls = [(a, a + f, a, a + f) for a in range(0, s, f)]
-    levels = (tuple(g[s - 1 - p] for p in range(s)), tuple(g[s - p] for p in range(s)))
+        return WindowSchedule(queue, 1, tuple(calls))
+    if f % 2:
+        raise ValueError(f"frames_per_call must be even with lookahead, got {f}")
+    h = f // 2
+    levels = tuple((0.0,) * h + row for row in queue)  # f/2 finished frames in front
+    calls = [(a, a + f, a + h, a + f) for a in range(0, s + h - f + 1, h)]
     return WindowSchedule(levels, 1, tuple(calls))
 
 
