@@ -544,7 +544,7 @@ def test_history_guidance_batched_equals_two_calls():
 
 # ----------------------------------------------------------------------------- training
 def test_frame_sigmas():
-    from vidnoise.timesteps import uniform
+    from vidnoise.sigma_samplers import uniform
 
     g = [torch.Generator().manual_seed(i) for i in range(3)]
     s = frame_sigmas(3, 7, chunk=3, context=2, generator=g)

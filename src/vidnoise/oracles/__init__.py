@@ -7,6 +7,7 @@ sampling.
 from __future__ import annotations
 
 from vidnoise.oracles.ar import LinearGaussianAR
+from vidnoise.oracles.frames import FrameGaussian, ar_frame_cov
 from vidnoise.oracles.gaussian import (
     GaussianData,
     StageVelocity,
@@ -18,10 +19,12 @@ from vidnoise.oracles.gaussian import (
 from vidnoise.oracles.mixture import GaussianMixture
 
 __all__ = [
+    "FrameGaussian",
     "GaussianData",
     "GaussianMixture",
     "LinearGaussianAR",
     "StageVelocity",
+    "ar_frame_cov",
     "exact_pyramid_model",
     "exact_stage_velocity",
     "powerlaw_cov",
