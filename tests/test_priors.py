@@ -411,3 +411,21 @@ def test_docs_examples_run():
     ns: dict = {}
     for block in blocks:
         exec(compile(block, "docs/priors.md", "exec"), ns)
+
+
+def test_freeinit_half_spectrum_path_equals_full_fft_path():
+    """Symmetric filters take the rfftn path; an asymmetric one (diffusers' odd-size filter)
+    the fftn + real path. Both must equal the plain full-FFT formula."""
+    shape = (2, 3, 7, 10, 9)
+    x0 = torch.randn(shape, generator=gen(1))
+    noise = torch.randn(shape, generator=gen(2))
+    eps = torch.randn(shape, generator=gen(3))
+    for filt in (freeinit_filter(shape), _diffusers_filter(shape, "gaussian")):
+        out = freeinit(x0, noise, 0.8, filter=filt, generator=gen(3))
+        dims = (-3, -2, -1)
+        lo = torch.fft.ifftshift(filt, dim=dims)
+        hi = (1 - lo**2).clamp_min(0).sqrt()
+        z = FlowPath().add_noise(x0, noise, 0.8)
+        ref = torch.fft.ifftn(torch.fft.fftn(z, dim=dims) * lo
+                              + torch.fft.fftn(0.8 * eps, dim=dims) * hi, dim=dims).real
+        torch.testing.assert_close(out, ref, rtol=0, atol=2e-6)

@@ -348,8 +348,17 @@ def freeinit(
     dims = (-3, -2, -1)
     lo = torch.fft.ifftshift(filter.to(device=x0.device, dtype=wd), dim=dims)
     hi = (1.0 - lo * lo).clamp_min_(0.0).sqrt_() if variance_preserving else 1.0 - lo
-    mixed = torch.fft.fftn(z, dim=dims).mul_(lo).add_(torch.fft.fftn(r, dim=dims).mul_(hi))
-    out = torch.fft.ifftn(mixed, dim=dims).real
+    mirrored = torch.roll(torch.flip(lo, dims=dims), shifts=(1, 1, 1), dims=dims)
+    if torch.equal(lo, mirrored):
+        # L[k] = L[-k] (every filter of freeinit_filter): the mixed spectrum stays Hermitian,
+        # so half-spectrum real FFTs give the same result as fftn + real at half the work
+        half = x0.shape[-1] // 2 + 1
+        mixed = torch.fft.rfftn(z, dim=dims).mul_(lo[..., :half])
+        mixed.add_(torch.fft.rfftn(r, dim=dims).mul_(hi[..., :half]))
+        out = torch.fft.irfftn(mixed, s=tuple(x0.shape[-3:]), dim=dims)
+    else:  # an asymmetric filter (e.g. diffusers' for odd sizes): the real part, as diffusers
+        mixed = torch.fft.fftn(z, dim=dims).mul_(lo).add_(torch.fft.fftn(r, dim=dims).mul_(hi))
+        out = torch.fft.ifftn(mixed, dim=dims).real
     return out.to(x0.dtype)
 
 
@@ -382,7 +391,7 @@ def warp_noise(
     ``strength·warped + √(1 - strength²)·fresh``.
 
     ``generator`` (a generator, one per sample, or a NoiseKey with a (B, C, H, W) origin)
-    draws ζ (B, C, H·k, W·k), then the fill, then the blend noise.
+    draws ζ (B, C, H, W·k², pixel-major), then the fill, then the blend noise.
     """
     check_tensor("noise", noise, ndims=(4,))
     check_tensor("flow", flow, ndims=(4,))
@@ -406,7 +415,7 @@ def warp_noise(
     fl = flow.to(device=dev, dtype=wd)
     if k > 1:
         fl = F.interpolate(fl, scale_factor=k, mode="bilinear", align_corners=False)
-    hk, wk = h * k, w * k
+    hk, wk, kk = h * k, w * k, k * k
     # sub-pixel centres in pixel units are (j + 1/2)/k - 1/2; target = round(centre + flow)
     bx = (torch.arange(wk, device=dev, dtype=wd) + 0.5) / k
     by = (torch.arange(hk, device=dev, dtype=wd) + 0.5) / k
@@ -414,28 +423,27 @@ def warp_noise(
     ty = torch.floor(by[:, None] + fl[:, 1]).to(torch.int64)
     valid = (tx >= 0) & (tx < w) & (ty >= 0) & (ty < h)
     tidx = torch.where(valid, ty * w + tx, h * w)  # (B, hk, wk); h*w = "left the frame"
-    # whole pixels: all k² sub-pixels go to one target inside the frame
-    blocks = tidx.view(b, h, k, w, k)
-    whole = (blocks.amin(dim=(2, 4)) == blocks.amax(dim=(2, 4))) & (blocks[:, :, 0, :, 0] < h * w)
+    # pixel-major layout (B, H, W, k²): each pixel's sub-pixels contiguous
+    tidx = tidx.view(b, h, k, w, k).permute(0, 1, 3, 2, 4).reshape(b, h, w, kk)
+    lo, hi = tidx.aminmax(dim=-1)
+    whole = (lo == hi) & (lo < h * w)  # all k² sub-pixels land in one pixel of the frame
     if isinstance(src, NoiseKey):
         o = _key_origin(src, 4)
-        zeta = src.derive("warp_sub").at((o[0], o[1], o[2] * k, o[3] * k)).randn(
-            (b, c, hk, wk), dtype=wd, device=dev)
+        zeta = src.derive("warp_sub").at((o[0], o[1], o[2], o[3] * kk)).randn(
+            (b, c, h, w * kk), dtype=wd, device=dev)
     else:
-        zeta = normal_like_source((b, c, hk, wk), src, device=dev, dtype=wd)
-    z6 = zeta.view(b, c, h, k, w, k)
-    sub = z6 - z6.mean(dim=(3, 5), keepdim=True)
-    sub.add_((n / k)[:, :, :, None, :, None])
-    whole6 = whole[:, None, :, None, :, None]
-    first = torch.zeros(1, 1, 1, k, 1, k, dtype=torch.bool, device=dev)
-    first[..., 0, :, 0] = True
-    whole_val = torch.where(first, (n * k)[:, :, :, None, :, None], 0.0)
-    vals = torch.where(whole6, whole_val, sub).reshape(b, c, hk * wk)
-    idx = tidx.view(b, 1, hk * wk)
+        zeta = normal_like_source((b, c, h, w * kk), src, device=dev, dtype=wd)
+    sub = zeta.view(b, c, h, w, kk)
+    # s = n/k + (ζ - mean ζ): iid N(0, 1) sub-pixels summing to k·n
+    sub.sub_(sub.mean(dim=-1, keepdim=True)).add_((n / k).unsqueeze(-1))
+    # a whole pixel contributes k·n (the same sum, exactly) through its first sub-pixel
+    sub.mul_((~whole).to(wd)[:, None, :, :, None])
+    sub[..., 0].addcmul_(whole.to(wd)[:, None], n, value=float(k))
+    idx = tidx.view(b, 1, h * w * kk)
     sums = torch.zeros(b, c, h * w + 1, dtype=wd, device=dev)
-    sums.scatter_add_(2, idx.expand(b, c, hk * wk), vals)
+    sums.scatter_add_(2, idx.expand(b, c, h * w * kk), sub.view(b, c, h * w * kk))
     counts = torch.zeros(b, 1, h * w + 1, dtype=wd, device=dev)
-    counts.scatter_add_(2, idx, torch.ones_like(idx, dtype=wd))
+    counts.scatter_add_(2, idx, torch.ones(b, 1, h * w * kk, dtype=wd, device=dev))
     sums, counts = sums[..., : h * w], counts[..., : h * w]
     if isinstance(src, NoiseKey):
         fill = src.derive("warp_fill").randn((b, c, h, w), dtype=wd, device=dev)
