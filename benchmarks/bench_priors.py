@@ -77,6 +77,15 @@ def diffusers_filter_loop(shape, ds=0.25, dt=0.25, order=4):
     return mask
 
 
+def _apply(z_t, z_rand, filt):
+    """diffusers' FreeInitMixin._apply_freq_filter (fftn, mix, ifftn .real), when installed."""
+    try:
+        from diffusers.pipelines.free_init_utils import FreeInitMixin
+    except ImportError:  # pragma: no cover
+        return None
+    return FreeInitMixin._apply_freq_filter(None, z_t, z_rand, filt)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
@@ -119,6 +128,8 @@ def main() -> None:
                                                                           generator=g),
         "freeinit (given x0, noise; filter built)": lambda: freeinit(x0, noise, 0.95,
                                                                      filter=filt, generator=g),
+        "diffusers _apply_freq_filter (given z_t, z_rand; no draw)": lambda: _apply(
+            noise, x0, filt),
         "freeinit_filter": lambda: freeinit_filter(SHAPE),
         "warp_noise clip, 30 warps, k=4": lambda: clip(4),
         "warp_noise clip, 30 warps, k=2": lambda: clip(2),
