@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from vidnoise.diagnostics import noise_report
@@ -429,3 +431,32 @@ def test_freeinit_half_spectrum_path_equals_full_fft_path():
         ref = torch.fft.ifftn(torch.fft.fftn(z, dim=dims) * lo
                               + torch.fft.fftn(0.8 * eps, dim=dims) * hi, dim=dims).real
         torch.testing.assert_close(out, ref, rtol=0, atol=2e-6)
+
+
+# ----------------------------------------------------------------------------- properties
+
+
+@settings(max_examples=25)
+@given(frames=st.integers(1, 30), window=st.integers(1, 12), stride=st.integers(1, 12),
+       seed=st.integers(0, 1000))
+def test_freenoise_equals_diffusers_for_any_frame_count(frames, window, stride, seed):
+    shape = (1, 2, frames, 2, 3)
+    ref = _diffusers_freenoise(shape, window, stride, seed)
+    g = gen(seed)
+    noise = torch.randn(shape, generator=g)
+    assert torch.equal(freenoise(noise, window, stride, generator=g), ref)
+
+
+@settings(max_examples=25)
+@given(h=st.integers(1, 12), w=st.integers(1, 12), dx=st.integers(-14, 14),
+       dy=st.integers(-14, 14), k=st.sampled_from([1, 2, 4, 8]), seed=st.integers(0, 99))
+def test_warp_integer_translation_property(h, w, dx, dy, k, seed):
+    n = torch.randn(2, 3, h, w, generator=gen(seed))
+    flow = torch.zeros(2, 2, h, w)
+    flow[:, 0], flow[:, 1] = dx, dy
+    out = warp_noise(n, flow, subpixels=k, generator=gen(seed + 1))
+    ys, xs = slice(max(dy, 0), max(h + min(dy, 0), 0)), slice(max(dx, 0), max(w + min(dx, 0), 0))
+    ys0 = slice(max(-dy, 0), max(h + min(-dy, 0), 0))
+    xs0 = slice(max(-dx, 0), max(w + min(-dx, 0), 0))
+    assert torch.equal(out[:, :, ys, xs], n[:, :, ys0, xs0])
+    assert torch.isfinite(out).all()
