@@ -46,7 +46,7 @@ def test_values_match_the_pure_python_hash_and_box_muller(shape, origin):
     for _ in range(20):
         i = tuple(rng.randrange(s) for s in shape)
         g = tuple(o + k for o, k in zip(origin, i))
-        ref = vn._keyed_value(seed, _padded(g))
+        ref = vn._keyed_value(seed, _padded(g), float32=False)
         assert abs(float(x64[i]) - ref) <= 1e-12 * (1 + abs(ref))
 
 
@@ -99,6 +99,19 @@ def test_chunking_does_not_change_values(monkeypatch):
     for chunk in (1, 4, 19, 64):  # rows per chunk, and a row split over column chunks
         monkeypatch.setattr(vn, "_KEYED_CHUNK", chunk)
         assert torch.equal(keyed_randn((3, 5, 37), seed=4, origin=(1, 2, 3)), ref)
+
+
+def test_uniform_never_reaches_zero_or_one():
+    """The extreme 32-bit values give u = 2^-33 (radius 6.76) and u = 1 - 2^-24 (not 1)."""
+    for k, expect in ((0, math.sqrt(2 * 33 * math.log(2))), (2**32 - 1, None)):
+        f = torch.tensor([float(k)], dtype=torch.float32)
+        u = f.add(0.5).mul(2.0**-32).clamp_max(vn._U_MAX)
+        assert 0 < float(u) < 1
+        r = float(u.log().mul(-2).sqrt())
+        if expect is not None:
+            assert r == pytest.approx(expect, rel=1e-6)
+        else:
+            assert r > 0
 
 
 def test_dtypes_are_the_rounding_of_the_float32_draw():

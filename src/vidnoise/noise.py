@@ -542,6 +542,7 @@ _MIX_M2 = 0x94D049BB133111EB
 _GOLDEN = 0x9E3779B97F4A7C15
 _AXIS_SALT = 0xD1B54A32D192ED03
 _LN2 = math.log(2.0)
+_U_MAX = 1.0 - 2.0**-24  # the largest float32 below 1
 _KEYED_CHUNK = 1 << 18  # pairs per chunk: work buffers of 2 MiB, few torch calls per pair
 
 
@@ -601,12 +602,20 @@ def _keyed_int(seed: int, coord: Sequence[int]) -> int:
     return _mix64_int(key)
 
 
-def _keyed_value(seed: int, coord: Sequence[int]) -> float:
-    """Float64 reference of one keyed normal (Box-Muller on the element's hash)."""
+def _keyed_value(seed: int, coord: Sequence[int], *, float32: bool = True) -> float:
+    """Float64 reference of one keyed normal (Box-Muller on the element's hash); ``u`` is
+    rounded as the float32 (or float64) computation rounds it."""
     h = _keyed_int(seed, coord)
     k1 = h & 0xFFFFFFFF
     k2 = _signed64(h) >> 40  # signed 24-bit
-    r = math.sqrt(-2.0 * math.log((k1 + 0.5) * 2.0**-32))
+    if float32:
+        import numpy as np
+
+        f = np.float32
+        u = float(min((f(k1) + f(0.5)) * f(2.0**-32), f(_U_MAX)))
+    else:
+        u = min((k1 + 0.5) * 2.0**-32, _U_MAX)
+    r = math.sqrt(-2.0 * math.log(u))
     theta = k2 * (2.0 * math.pi / 2.0**24)
     return r * (math.cos(theta) if coord[-1] % 2 == 0 else math.sin(theta))
 
@@ -671,12 +680,12 @@ def keyed_randn(
       ``T_a[g] = mix64(salt(seed, a) + (g+1)·φ)`` (φ = 0x9E3779B97F4A7C15, ``salt(seed, a)
       = mix64(mix64(seed) + (a+1)·0xD1B54A32D192ED03)``, ``mix64`` = SplitMix64's finaliser);
     * the pair's hash is ``h = mix64(T_0[g_0] + ... + T_6[g_6] + T_7[p])``;
-    * Box-Muller on the pair: ``u = (h mod 2^32 + 1/2)·2^-32`` (32 bits, strictly inside
-      (0, 1)), ``θ = 2π·s·2^-24`` with ``s`` the top 24 bits of ``h`` read as a signed
+    * Box-Muller on the pair: ``u = min((h mod 2^32 + 1/2)·2^-32, 1 - 2^-24)`` (32 random
+      bits, rounded to the working dtype; strictly inside (0, 1): no 0, no 1, tails to
+      6.76σ), ``θ = 2π·s·2^-24`` with ``s`` the top 24 bits of ``h`` read as a signed
       integer (θ uniform on [-π, π)); even ``g_7``: ``sqrt(-2 ln u)·cos θ``, odd:
-      ``sqrt(-2 ln u)·sin θ``. ``-2 ln u`` is computed in float64 (tails to 6.7σ), the rest
-      in float32 (float64 for ``dtype=torch.float64``); float16 / bfloat16 are the rounding
-      of the float32 draw.
+      ``sqrt(-2 ln u)·sin θ``. Computed in float32 (float64 for ``dtype=torch.float64``);
+      float16 / bfloat16 are the rounding of the float32 draw.
 
     The per-axis tables are small; the full-size work is one add, the finaliser and the
     transform, done in cache-sized chunks.
@@ -721,7 +730,6 @@ def keyed_randn(
     cap = min(rows, per) * min(npairs, _KEYED_CHUNK)
     h_buf = torch.empty(cap, dtype=torch.int64, device=device)
     tmp = torch.empty(cap, dtype=torch.int64, device=device)
-    f64 = torch.empty(cap, dtype=torch.float64, device=device)
     r_buf = torch.empty(cap, dtype=wdt, device=device)
     c_buf = torch.empty(cap, dtype=wdt, device=device)
     s_buf = torch.empty(cap, dtype=wdt, device=device)
@@ -737,14 +745,11 @@ def keyed_randn(
             h = h.view(-1)
             t_ = tmp[:n]
             _mix64_(h, t_)
-            # radius sqrt(-2 ln u), u = (h mod 2^32 + 1/2)·2^-32; -2 ln u in float64
+            # radius sqrt(-2 ln u), u = (h mod 2^32 + 1/2)·2^-32 in float32, below 1
             torch.bitwise_and(h, 0xFFFFFFFF, out=t_)
-            d = f64[:n]
-            d.copy_(t_)
-            d.add_(0.5).log_().mul_(-2.0).add_(64.0 * _LN2)
             rr = r_buf[:n]
-            rr.copy_(d)
-            rr.sqrt_()
+            rr.copy_(t_)
+            rr.add_(0.5).mul_(2.0**-32).clamp_max_(_U_MAX).log_().mul_(-2.0).sqrt_()
             # angle θ = 2π·(top 24 bits, signed)·2^-24 in [-π, π)
             torch.bitwise_right_shift(h, 40, out=t_)
             th = c_buf[:n]
