@@ -701,3 +701,313 @@ def noise_pyramid(
         inv = _inverse_std(steps, tmode, dims, antialias, raw.device, raw.dtype)
         out.append(restore(raw * inv))
     return out[::-1]
+
+
+# ============================================================================= keyed noise
+# Counter-based ("keyed") Gaussian noise: the value at a global coordinate is a pure function
+# of (seed, coordinate). See docs/math.md §11 and docs/priors.md.
+import dataclasses as _dataclasses  # noqa: E402
+import hashlib as _hashlib  # noqa: E402
+import numbers as _numbers  # noqa: E402
+
+__all__ += ["keyed_randn", "NoiseKey", "normal_like_source", "KEYED_MAX_NDIM"]
+
+#: Coordinates of a tensor with d <= KEYED_MAX_NDIM dims are padded with leading zeros to this
+#: many axes, so ``keyed_randn((C, T, H, W))`` equals ``keyed_randn((1, C, T, H, W))[0]``.
+KEYED_MAX_NDIM = 8
+#: Largest global coordinate on any axis, plus one (origin + size must stay below it).
+KEYED_MAX_COORD = 1 << 48
+_MASK64 = (1 << 64) - 1
+_MIX_M1 = 0xBF58476D1CE4E5B9  # SplitMix64 finaliser (Stafford's "Mix13") multipliers
+_MIX_M2 = 0x94D049BB133111EB
+_GOLDEN = 0x9E3779B97F4A7C15
+_AXIS_SALT = 0xD1B54A32D192ED03
+_LN2 = math.log(2.0)
+_U_MAX = 1.0 - 2.0**-24  # the largest float32 below 1
+_KEYED_CHUNK = 1 << 18  # pairs per chunk: work buffers of 2 MiB, few torch calls per pair
+
+
+def _signed64(v: int) -> int:
+    """A 64-bit pattern (Python int in [0, 2^64)) as the int64 with the same bits."""
+    v &= _MASK64
+    return v - (1 << 64) if v >= (1 << 63) else v
+
+
+def _mix64_int(z: int) -> int:
+    """SplitMix64's finaliser on a Python int (the reference the tensor version must match)."""
+    z &= _MASK64
+    z = ((z ^ (z >> 30)) * _MIX_M1) & _MASK64
+    z = ((z ^ (z >> 27)) * _MIX_M2) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _mix64_(x: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser in place on an int64 tensor (bits as uint64; wrapping products).
+
+    ``z ^= z >>> 30; z *= M1; z ^= z >>> 27; z *= M2; z ^= z >>> 31`` with the logical shifts
+    written as an arithmetic shift and a mask.
+    """
+    for shift, mult in ((30, _MIX_M1), (27, _MIX_M2), (31, None)):
+        torch.bitwise_right_shift(x, shift, out=tmp)
+        tmp.bitwise_and_((1 << (64 - shift)) - 1)
+        x.bitwise_xor_(tmp)
+        if mult is not None:
+            x.mul_(_signed64(mult))
+    return x
+
+
+def _axis_salt(seed: int, axis: int) -> int:
+    """Per-(seed, padded axis) salt: ``mix64(mix64(seed) + (axis+1)·S)``."""
+    return _mix64_int(_mix64_int(seed) + (axis + 1) * _AXIS_SALT)
+
+
+def _axis_table(seed: int, axis: int, start: int, size: int, device) -> torch.Tensor:
+    """``T_axis[g] = mix64(salt(seed, axis) + (g+1)·φ)`` for g in [start, start+size), int64."""
+    salt = _axis_salt(seed, axis)
+    g = torch.arange(start + 1, start + size + 1, dtype=torch.int64, device=device)
+    x = g.mul_(_signed64(_GOLDEN)).add_(_signed64(salt))
+    return _mix64_(x, torch.empty_like(x))
+
+
+def _keyed_int(seed: int, coord: Sequence[int]) -> int:
+    """The 64-bit hash of one element (pure Python; the oracle for tests and docs).
+
+    ``coord`` is the element's global coordinate padded to KEYED_MAX_NDIM axes; the last axis
+    is paired: the key uses ``g_last // 2`` and both members of a pair share one hash.
+    """
+    key = 0
+    last = len(coord) - 1
+    for axis, g in enumerate(coord):
+        gg = g // 2 if axis == last else g
+        key += _mix64_int(_axis_salt(seed, axis) + (gg + 1) * _GOLDEN)
+    return _mix64_int(key)
+
+
+def _keyed_value(seed: int, coord: Sequence[int], *, float32: bool = True) -> float:
+    """Float64 reference of one keyed normal (Box-Muller on the element's hash); ``u`` is
+    rounded as the float32 (or float64) computation rounds it."""
+    h = _keyed_int(seed, coord)
+    k1 = h & 0xFFFFFFFF
+    k2 = _signed64(h) >> 40  # signed 24-bit
+    if float32:
+        import numpy as np
+
+        f = np.float32
+        u = float(min((f(k1) + f(0.5)) * f(2.0**-32), f(_U_MAX)))
+    else:
+        u = min((k1 + 0.5) * 2.0**-32, _U_MAX)
+    r = math.sqrt(-2.0 * math.log(u))
+    theta = k2 * (2.0 * math.pi / 2.0**24)
+    return r * (math.cos(theta) if coord[-1] % 2 == 0 else math.sin(theta))
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, _numbers.Integral):
+        raise TypeError(
+            f"seed must be an int in [0, 2**63 - 1], got {seed!r} ({type(seed).__name__})"
+        )
+    seed = int(seed)
+    if not 0 <= seed <= (1 << 63) - 1:
+        raise ValueError(f"seed must be an int in [0, 2**63 - 1], got {seed}")
+    return seed
+
+
+def _check_origin(origin, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if origin is None:
+        origin = (0,) * len(shape)
+    if isinstance(origin, torch.Tensor) or not isinstance(origin, Sequence) or isinstance(
+        origin, str
+    ):
+        raise TypeError(
+            f"origin must be None or a sequence of {len(shape)} ints (one per dim of shape "
+            f"{shape}), got {origin!r}"
+        )
+    if len(origin) != len(shape):
+        raise ValueError(
+            f"origin must have one entry per dim of shape {shape} ({len(shape)}), got "
+            f"{tuple(origin)} ({len(origin)} entries)"
+        )
+    out = []
+    for i, (o, s) in enumerate(zip(origin, shape)):
+        if isinstance(o, bool) or not isinstance(o, _numbers.Integral):
+            raise TypeError(f"origin must contain ints, got {tuple(origin)!r}")
+        o = int(o)
+        if o < 0 or o + s > KEYED_MAX_COORD:
+            raise ValueError(
+                f"origin[{i}] = {o} with size {s}: global coordinates must lie in "
+                f"[0, 2**48), got [{o}, {o + s})"
+            )
+        out.append(o)
+    return tuple(out)
+
+
+def keyed_randn(
+    shape, *, seed: int, origin=None, dtype: torch.dtype = torch.float32, device=None
+) -> torch.Tensor:
+    """Standard normal noise addressed by global coordinates (counter-based, stateless).
+
+    The value at index ``i`` is a pure function of ``(seed, origin + i)``: it does not depend
+    on the tensor's shape, the batch size, the frame count, the device or the process that
+    draws it. So any sub-box drawn alone (``origin`` = its corner) equals that slice of the
+    full tensor bit for bit; extending T or B leaves the existing entries unchanged; ranks
+    that each draw their shard reproduce the tensor one process would draw.
+
+    Scheme (docs/math.md §11), all integer arithmetic modulo 2^64:
+
+    * coordinates ``g = origin + i`` of a d-dim tensor are padded with leading zeros to
+      ``KEYED_MAX_NDIM = 8`` axes (dims align from the right, as in broadcasting: a
+      ``(C, T, H, W)`` draw equals item 0 of the ``(1, C, T, H, W)`` draw);
+    * the last axis is paired, ``p = g_7 // 2``; per axis ``a`` a table
+      ``T_a[g] = mix64(salt(seed, a) + (g+1)·φ)`` (φ = 0x9E3779B97F4A7C15, ``salt(seed, a)
+      = mix64(mix64(seed) + (a+1)·0xD1B54A32D192ED03)``, ``mix64`` = SplitMix64's finaliser);
+    * the pair's hash is ``h = mix64(T_0[g_0] + ... + T_6[g_6] + T_7[p])``;
+    * Box-Muller on the pair: ``u = min((h mod 2^32 + 1/2)·2^-32, 1 - 2^-24)`` (32 random
+      bits, rounded to the working dtype; strictly inside (0, 1): no 0, no 1, tails to
+      6.76σ), ``θ = 2π·s·2^-24`` with ``s`` the top 24 bits of ``h`` read as a signed
+      integer (θ uniform on [-π, π)); even ``g_7``: ``sqrt(-2 ln u)·cos θ``, odd:
+      ``sqrt(-2 ln u)·sin θ``. Computed in float32 (float64 for ``dtype=torch.float64``);
+      float16 / bfloat16 are the rounding of the float32 draw.
+
+    The per-axis tables are small; the full-size work is one add, the finaliser and the
+    transform, done in cache-sized chunks.
+
+    Args:
+        shape: an int or a sequence of non-negative ints (at most 8 dims).
+        seed: an int in [0, 2**63 - 1].
+        origin: the global coordinate of element ``(0, ..., 0)``, one non-negative int per
+            dim (default zeros); every coordinate stays below 2**48.
+        dtype: a floating dtype.
+        device: where to compute (default CPU); ``meta`` gives an empty meta tensor.
+    """
+    shape = check_shape("shape", shape)
+    if len(shape) > KEYED_MAX_NDIM:
+        raise ValueError(f"shape must have at most {KEYED_MAX_NDIM} dims, got {shape}")
+    seed = _check_seed(seed)
+    origin = _check_origin(origin, shape)
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
+    dtype = check_floating_dtype("dtype", dtype)
+    device = torch.device("cpu") if device is None else torch.device(device)
+    if device.type == "meta" or math.prod(shape) == 0:
+        return torch.empty(shape, dtype=dtype, device=device)
+    wdt = torch.float64 if dtype == torch.float64 else torch.float32
+    pad = KEYED_MAX_NDIM - len(shape)
+    full_shape = (1,) * pad + shape
+    full_origin = (0,) * pad + origin
+    # row keys: the sum of the tables of every axis but the last (small broadcast adds)
+    row = torch.zeros((), dtype=torch.int64, device=device)
+    for axis in range(KEYED_MAX_NDIM - 1):
+        t = _axis_table(seed, axis, full_origin[axis], full_shape[axis], device)
+        row = row.unsqueeze(-1) + t
+    row = row.reshape(-1)
+    w0, w = full_origin[-1], full_shape[-1]
+    p0 = w0 // 2
+    npairs = (w0 + w - 1) // 2 - p0 + 1
+    col = _axis_table(seed, KEYED_MAX_NDIM - 1, p0, npairs, device)
+    rows = row.shape[0]
+    direct = w0 % 2 == 0 and w % 2 == 0 and wdt == dtype
+    buf = torch.empty((rows, npairs, 2), dtype=wdt, device=device)
+    per = max(1, _KEYED_CHUNK // npairs)  # rows per chunk
+    cap = min(rows, per) * min(npairs, _KEYED_CHUNK)
+    h_buf = torch.empty(cap, dtype=torch.int64, device=device)
+    tmp = torch.empty(cap, dtype=torch.int64, device=device)
+    r_buf = torch.empty(cap, dtype=wdt, device=device)
+    c_buf = torch.empty(cap, dtype=wdt, device=device)
+    s_buf = torch.empty(cap, dtype=wdt, device=device)
+    col_chunks = range(0, npairs, _KEYED_CHUNK) if per == 1 else (0,)
+    angle = 2.0 * math.pi * 2.0**-24
+    for r0 in range(0, rows, per):
+        r1 = min(rows, r0 + per)
+        for c0 in col_chunks:
+            c1 = npairs if per > 1 else min(npairs, c0 + _KEYED_CHUNK)
+            n = (r1 - r0) * (c1 - c0)
+            h = h_buf[:n].view(r1 - r0, c1 - c0)
+            torch.add(row[r0:r1, None], col[None, c0:c1], out=h)
+            h = h.view(-1)
+            t_ = tmp[:n]
+            _mix64_(h, t_)
+            # radius sqrt(-2 ln u), u = (h mod 2^32 + 1/2)·2^-32 in float32, below 1
+            torch.bitwise_and(h, 0xFFFFFFFF, out=t_)
+            rr = r_buf[:n]
+            rr.copy_(t_)
+            rr.add_(0.5).mul_(2.0**-32).clamp_max_(_U_MAX).log_().mul_(-2.0).sqrt_()
+            # angle θ = 2π·(top 24 bits, signed)·2^-24 in [-π, π)
+            torch.bitwise_right_shift(h, 40, out=t_)
+            th = c_buf[:n]
+            th.copy_(t_)
+            th.mul_(angle)
+            sn = s_buf[:n]
+            torch.sin(th, out=sn)
+            torch.cos(th, out=th)
+            th.mul_(rr)
+            sn.mul_(rr)
+            # interleave the (cos, sin) pairs in one pass through a complex view
+            dest = buf[r0:r1, c0:c1]  # contiguous: full rows, or one row's column range
+            torch.complex(th, sn, out=torch.view_as_complex(dest.view(n, 2)))
+    res = buf.view(rows, 2 * npairs)
+    if direct:
+        return res.view(shape)
+    off = w0 % 2
+    res = res[:, off : off + w].reshape(shape)
+    return res if wdt == dtype else res.to(dtype)
+
+
+def _tag_bytes(tag) -> bytes:
+    if isinstance(tag, bool) or not isinstance(tag, (str, _numbers.Integral)):
+        raise TypeError(f"NoiseKey tags must be str or int, got {tag!r} ({type(tag).__name__})")
+    return (b"s" + tag.encode()) if isinstance(tag, str) else (b"i" + str(int(tag)).encode())
+
+
+@_dataclasses.dataclass(frozen=True)
+class NoiseKey:
+    """Keyed noise as a value: ``seed`` and the global ``origin`` of the tensor to draw.
+
+    Accepted by vidnoise's random functions wherever a ``generator`` is (through
+    :func:`normal_like_source`): the noise drawn is ``keyed_randn(shape, seed=seed,
+    origin=origin)``, so a tensor sharded across processes, or drawn at another batch size
+    or frame count, stays bit-identical. ``origin=None`` means zeros for any shape.
+    :meth:`derive` gives an independent key for a second draw inside one function (a shared
+    frame, sub-pixels, permutations), keeping the origin.
+    """
+
+    seed: int
+    origin: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "seed", _check_seed(self.seed))
+        if self.origin is not None:
+            if not isinstance(self.origin, Sequence) or isinstance(self.origin, str):
+                raise TypeError(f"origin must be None or a sequence of ints, got {self.origin!r}")
+            origin = _check_origin(tuple(self.origin), (0,) * len(self.origin))
+            if len(origin) > KEYED_MAX_NDIM:
+                raise ValueError(
+                    f"origin must have at most {KEYED_MAX_NDIM} entries, got {origin}"
+                )
+            object.__setattr__(self, "origin", origin)
+
+    def derive(self, *tags) -> NoiseKey:
+        """An independent key: ``seed' = blake2b(seed, tags) >> 1`` (63 bits), same origin."""
+        h = _hashlib.blake2b(digest_size=8)
+        h.update(str(self.seed).encode())
+        for tag in tags:
+            h.update(b"|" + _tag_bytes(tag))
+        return NoiseKey(int.from_bytes(h.digest(), "little") >> 1, self.origin)
+
+    def at(self, origin) -> NoiseKey:
+        """The same seed at another origin (None: zeros)."""
+        return NoiseKey(self.seed, None if origin is None else tuple(origin))
+
+    def randn(self, shape, *, dtype=None, device=None) -> torch.Tensor:
+        """``keyed_randn(shape, seed=self.seed, origin=self.origin, ...)`` (dtype default:
+        torch's default dtype)."""
+        dtype = check_floating_dtype("dtype", dtype)
+        return keyed_randn(shape, seed=self.seed, origin=self.origin, dtype=dtype, device=device)
+
+
+def normal_like_source(shape, source, *, device=None, dtype=None) -> torch.Tensor:
+    """Standard normal noise of ``shape`` from ``source``: ``None``, a generator or one
+    generator per item of dim 0 (:func:`randn`), or a :class:`NoiseKey` (:func:`keyed_randn`
+    at the key's origin). The one dispatch the random functions of vidnoise use."""
+    if isinstance(source, NoiseKey):
+        return source.randn(shape, dtype=dtype, device=device)
+    return randn(shape, generator=source, device=device, dtype=dtype)
