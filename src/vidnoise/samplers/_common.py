@@ -16,7 +16,8 @@ import torch
 from vidnoise._checks import check_tensor, work_dtype
 
 __all__ = [
-    "check_state", "model_output", "progress_range", "read_grid", "sigma_batch", "to_device",
+    "check_finite", "check_state", "model_output", "progress_range", "read_grid", "sigma_batch",
+    "to_device",
 ]
 
 
@@ -135,13 +136,33 @@ def check_state(name: str, x) -> torch.dtype:
     """Check a sampler's start tensor and return its working dtype (``_checks.work_dtype``).
 
     ``x`` must be a real floating tensor with a batch dim 0. bool, integer and complex
-    tensors raise naming ``name``. A tensor on the meta device is accepted (the whole loop
-    then runs on meta: a cheap proof that it never reads a tensor value on the host).
+    tensors raise naming ``name``; so does a CPU tensor holding NaN or inf (see
+    :func:`check_finite`). A tensor on the meta device is accepted (the whole loop then runs
+    on meta: a cheap proof that it never reads a tensor value on the host).
     """
     check_tensor(name, x)
     if x.dim() < 1:
         raise ValueError(f"{name} must have a batch dim (dim 0), got a 0-d tensor")
+    check_finite(name, x)
     return work_dtype(x.dtype)
+
+
+def check_finite(name: str, x: torch.Tensor) -> None:
+    """Refuse a CPU tensor holding NaN or inf, with their count (once, before a loop).
+
+    Off the CPU (and under ``torch.compile``) the check is skipped: it reads values on the
+    host, which would be a device sync. A model output inside the loop is never checked:
+    NaN or inf from the model propagates to the result, it is never replaced.
+    """
+    if x.device.type != "cpu" or x.numel() == 0 or torch.compiler.is_compiling():
+        return
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = x.numel() - int(finite.sum())
+        raise ValueError(
+            f"{name} must hold finite values, got {bad} of {x.numel()} values that are nan "
+            f"or inf (shape {tuple(x.shape)})"
+        )
 
 
 def model_output(name: str, out, like: torch.Tensor) -> torch.Tensor:

@@ -98,6 +98,11 @@ def _loop(sample_next, context, n_frames, cond_noise, accumulate_cond_noise, gen
                 f"sample_next must return one frame of shape {frame_shape} (B, C, H, W), got "
                 f"{tuple(frame.shape) if isinstance(frame, torch.Tensor) else type(frame)}"
             )
+        if frame.device != context.device:
+            raise ValueError(
+                f"sample_next must return a frame on the context's device {context.device}, "
+                f"got one on {frame.device}"
+            )
         frame = frame.to(context.dtype)
         out.append(frame)
         window = torch.cat([window[:, 1:], frame[:, None]], dim=1) if k > 1 else frame[:, None]
