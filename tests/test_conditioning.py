@@ -798,3 +798,17 @@ def test_meta_sigma_for_real_frames_is_named():
     assert out.noised.is_meta and out.sigma.is_meta and out.sigma.shape == (2,)
     out = augment_previous_frames(frames.to("meta"), sigma=torch.ones(2, device="meta"))
     assert out.noised.is_meta
+
+
+@pytest.mark.parametrize("sigma", [1e-50, torch.tensor([1e-3, 1e-50], dtype=torch.float64)])
+def test_sigma_that_underflows_in_the_working_dtype_is_named(sigma):
+    # before: σ = 1e-50 became 0 in float32, the frames came back unnoised and c_noise_cond
+    # said ln(1e-50)/4 = -28.8 (float) or -inf (tensor); float64 frames keep it
+    frames = torch.rand(2, 3, 4, 4, generator=gen(3))
+    with pytest.raises(ValueError, match=r"sigma must be > 0 in torch.float32 .* rounds to 0"):
+        augment_previous_frames(frames, sigma=sigma)
+    with pytest.raises(ValueError, match=r"sigma_sampler's σ must be > 0 in torch.float32"):
+        augment_previous_frames(frames, sigma_sampler=lambda b, **kw: torch.full(
+            (b,), 1e-50, dtype=torch.float64))
+    out = augment_previous_frames(frames.double(), sigma=sigma)
+    assert bool((out.sigma > 0).all()) and bool(out.c_noise_cond.isfinite().all())

@@ -275,3 +275,25 @@ def test_augment_shapes_dtypes_and_half_precision(b, layout, frames, dtype, seed
     assert torch.equal(got.latents, ref.latents.to(dtype))
     assert torch.equal(got.sigmas, ref.sigmas) and torch.equal(got.dropped, ref.dropped)
     assert not bool(got.latents.narrow(t_axis, 1, frames - 1).any())
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_rollout_half_precision_noise_is_added_in_float32(dtype, accumulate):
+    # before: ε was drawn, scaled and added in the half dtype (two roundings per draw, and
+    # the nested DIAMOND draws accumulated in half); now c = (x + σ_c·ε in float32) rounded
+    # once: the float32 rollout's conditioning frames rounded to the half dtype
+    ctx = torch.randn(2, 3, 1, 4, 4, generator=_gen(5)).to(dtype)
+    seen = {}
+
+    def nxt(key):
+        def f(c, renoise=None):
+            seen.setdefault(key, []).append(c if renoise is None else renoise(3))
+            return torch.zeros_like(c[:, -1])  # exact in every dtype
+        return f
+
+    kw = dict(cond_noise=0.37, accumulate_cond_noise=accumulate)
+    rollout(nxt("half"), ctx, 2, generator=_gen(6), **kw)
+    rollout(nxt("f32"), ctx.float(), 2, generator=_gen(6), **kw)
+    for h, f in zip(seen["half"], seen["f32"]):
+        assert h.dtype == dtype and torch.equal(h, f.to(dtype))

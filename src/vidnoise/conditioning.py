@@ -502,6 +502,7 @@ def augment_previous_frames(
         _same_device("sigma_sampler's σ", sig, dev)
         check_values("sigma_sampler's σ", sig, low=0.0, low_open=True)
         sig = sig.to(device=dev, dtype=work)
+        _no_underflow("sigma_sampler's σ", sig)
         c_noise_cond = torch.log(sig) / 4
     elif isinstance(sigma, torch.Tensor):
         if sigma.dim() > 1 or (sigma.dim() == 1 and sigma.shape[0] != b):
@@ -514,9 +515,11 @@ def augment_previous_frames(
         _same_device("sigma", sigma, dev)
         check_values("sigma", sigma, low=0.0, low_open=True)
         sig = sigma.to(device=dev, dtype=work).expand(b).contiguous()
+        _no_underflow("sigma", sig)
         c_noise_cond = torch.log(sig) / 4
     else:
         value = check_float("sigma", sigma, low=0.0, low_open=True)
+        _no_underflow("sigma", torch.tensor([value], dtype=work))
         sig = torch.full((b,), value, dtype=work, device=dev)
         c_noise_cond = torch.full((b,), math.log(value) / 4, dtype=work, device=dev)
 
@@ -527,6 +530,21 @@ def augment_previous_frames(
         eta = randn((*frames.shape[:-2], 1, 1), generator=gens, device=dev, dtype=work)
         noised = noised.add_(eta, alpha=offset_noise)
     return PreviousFrames(noised.to(frames.dtype), sig, c_noise_cond)
+
+
+def _no_underflow(name: str, sig: torch.Tensor) -> None:
+    """σ > 0 that rounds to 0 in the working dtype would add no noise while ``ln(σ)/4``
+    told the network otherwise (CPU only: it reads values)."""
+    if sig.device.type != "cpu" or sig.numel() == 0:
+        return
+    zero = sig == 0
+    if bool(zero.any()):
+        i = int(zero.nonzero()[0, 0])
+        raise ValueError(
+            f"{name} must be > 0 in {sig.dtype} (the frames' working dtype), got a value "
+            f"that rounds to 0 there (at index {i}): use σ >= {torch.finfo(sig.dtype).tiny:g} "
+            f"or float64 frames"
+        )
 
 
 # ----------------------------------------------------------------------------- history
