@@ -297,3 +297,20 @@ def test_rollout_half_precision_noise_is_added_in_float32(dtype, accumulate):
     rollout(nxt("f32"), ctx.float(), 2, generator=_gen(6), **kw)
     for h, f in zip(seen["half"], seen["f32"]):
         assert h.dtype == dtype and torch.equal(h, f.to(dtype))
+
+
+def test_edm_grid_given_to_sample_flow_points_at_both_fixes():
+    # before: a Karras grid (EDM σ = noise std, here 80 .. 0.002, 0) was called "timesteps on
+    # a 0..1000 scale" with timestep_to_sigma as the fix, which gives a wrong flow grid
+    from _sampler_helpers import karras
+
+    grid = karras(6, 0.002, 80.0)
+    with pytest.raises(ValueError, match=r"edm_sigma_to_flow\(sigmas\)") as err:
+        sample_flow(lambda x, s: -x, torch.zeros(1, 2), grid)
+    assert "timestep_to_sigma" in str(err.value) and "sample_edm" in str(err.value)
+    with pytest.raises(ValueError, match=r"looks like EDM noise levels") as err:
+        sample_flow(lambda x, s: -x, torch.zeros(1, 2), [5000.0, 1.0, 0.0])
+    assert "timestep_to_sigma" not in str(err.value)
+    with pytest.raises(ValueError, match=r"s_tmax must be in \[2.0, inf\], got 1.0; s_tmax "
+                                         r"must be >= s_tmin = 2"):
+        sample_edm(lambda x, s: x, torch.zeros(1, 2), [1.0, 0.0], s_tmin=2.0, s_tmax=1.0)

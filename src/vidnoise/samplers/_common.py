@@ -61,11 +61,20 @@ def read_grid(
     for i, v in enumerate(values):
         if not math.isfinite(v) or v < 0.0 or (high is not None and v > high):
             hint = ""
-            if high == 1.0 and all(math.isfinite(u) and 0.0 <= u <= 1000.0 for u in values):
-                hint = (
-                    f"; {name} looks like timesteps on a 0..1000 scale: convert them with "
-                    f"vidnoise.conventions.timestep_to_sigma({name}) (σ = t/1000)"
+            if high == 1.0 and all(math.isfinite(u) and u >= 0.0 for u in values):
+                edm = (
+                    f"EDM noise levels (x = x0 + σ·ε, e.g. a Karras grid): sample them with "
+                    f"sample_edm and a denoiser, or convert them for a flow model with "
+                    f"vidnoise.conventions.edm_sigma_to_flow({name}) (σ/(1 + σ))"
                 )
+                if all(u <= 1000.0 for u in values):
+                    hint = (
+                        f"; {name} looks like timesteps on a 0..1000 scale: convert them with "
+                        f"vidnoise.conventions.timestep_to_sigma({name}) (σ = t/1000); or "
+                        f"like {edm}"
+                    )
+                else:
+                    hint = f"; {name} looks like {edm}"
             raise ValueError(
                 f"{name} must contain finite values in {rng}, got {name}[{i}] = {v}{hint}"
             )

@@ -92,7 +92,8 @@ def sample_edm(
     check_choice("order", check_int("order", order), (1, 2))
     s_churn = check_float("s_churn", s_churn, low=0.0)
     s_tmin = check_float("s_tmin", s_tmin, low=0.0)
-    s_tmax = check_float("s_tmax", s_tmax, low=s_tmin, allow_inf=True)
+    s_tmax = check_float("s_tmax", s_tmax, low=s_tmin, allow_inf=True,
+                         hint=f"s_tmax must be >= s_tmin = {s_tmin:g}")
     s_noise = check_float("s_noise", s_noise, low=0.0)
     if not (callable(init) or (isinstance(init, str) and init in INITS)):
         raise ValueError(f"init must be one of {list(INITS)} or a callable, got {init!r}")
