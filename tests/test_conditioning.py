@@ -617,7 +617,7 @@ def test_previous_frames_per_sample_generators():
 
 def test_previous_frames_bad_input():
     frames = torch.zeros(2, 3, 8, 8)
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="sigma and sigma_sampler are exclusive"):
         augment_previous_frames(frames, sigma=0.1, sigma_sampler=lognormal_sampler)
     with pytest.raises(ValueError, match=r"sigma must be in \(0.0, inf\]"):
         augment_previous_frames(frames, sigma=0.0)
@@ -812,3 +812,15 @@ def test_sigma_that_underflows_in_the_working_dtype_is_named(sigma):
             (b,), 1e-50, dtype=torch.float64))
     out = augment_previous_frames(frames.double(), sigma=sigma)
     assert bool((out.sigma > 0).all()) and bool(out.c_noise_cond.isfinite().all())
+
+
+def test_sigma_sampler_protocol_and_exclusive_arguments_are_named():
+    # before: TypeError "<lambda>() got an unexpected keyword argument 'generator'" from the
+    # call, and "not both" without saying what was given
+    frames = torch.rand(2, 3, 4, 4, generator=gen(4))
+    with pytest.raises(TypeError, match=r"sigma_sampler must accept \(batch_size, \*, "
+                                        r"generator=None, device=None\)"):
+        augment_previous_frames(frames, sigma_sampler=lambda b: torch.ones(b))
+    with pytest.raises(ValueError, match=r"sigma and sigma_sampler are exclusive.*got sigma "
+                                         r"of type float"):
+        augment_previous_frames(frames, sigma=0.1, sigma_sampler=lambda b, **kw: None)

@@ -34,6 +34,7 @@ sequence sample ``i`` depends only on generator ``i``.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -483,7 +484,11 @@ def augment_previous_frames(
         )
     offset_noise = check_float("offset_noise", offset_noise, low=0.0)
     if sigma is not None and sigma_sampler is not None:
-        raise ValueError("give sigma (fixed, inference) or sigma_sampler (training), not both")
+        raise ValueError(
+            "sigma and sigma_sampler are exclusive: give sigma (fixed, inference) or "
+            f"sigma_sampler (training), got sigma of type {type(sigma).__name__} and "
+            f"sigma_sampler {getattr(sigma_sampler, '__name__', type(sigma_sampler).__name__)}"
+        )
     check_callable("sigma_sampler", sigma_sampler, optional=True)
     b = frames.shape[0]
     gens = as_generators(generator, b)
@@ -492,6 +497,7 @@ def augment_previous_frames(
 
     if sigma is None:
         sampler = sigma_sampler if sigma_sampler is not None else lognormal
+        _check_sampler_signature(sampler, b, gens, dev)
         sig = sampler(b, generator=gens, device=dev)
         if not isinstance(sig, torch.Tensor) or tuple(sig.shape) != (b,):
             got = tuple(sig.shape) if isinstance(sig, torch.Tensor) else type(sig).__name__
@@ -529,6 +535,20 @@ def augment_previous_frames(
         eta = randn((*frames.shape[:-2], 1, 1), generator=gens, device=dev, dtype=work)
         noised = noised.add_(eta, alpha=offset_noise)
     return PreviousFrames(noised.to(frames.dtype), sig, c_noise_cond)
+
+
+def _check_sampler_signature(sampler, b, gens, dev) -> None:
+    """The σ sampler protocol ``(batch_size, *, generator=None, device=None)``, named before
+    the call (a callable without these keywords would fail inside the call)."""
+    try:
+        inspect.signature(sampler).bind(b, generator=gens, device=dev)
+    except TypeError as exc:
+        raise TypeError(
+            "sigma_sampler must accept (batch_size, *, generator=None, device=None) like "
+            f"vidnoise.sigma_samplers.lognormal, got {sampler!r}: {exc}"
+        ) from None
+    except ValueError:  # no signature (some builtins): call it and see
+        pass
 
 
 def _no_underflow(name: str, sig: torch.Tensor) -> None:
