@@ -314,3 +314,28 @@ def test_edm_grid_given_to_sample_flow_points_at_both_fixes():
     with pytest.raises(ValueError, match=r"s_tmax must be in \[2.0, inf\], got 1.0; s_tmax "
                                          r"must be >= s_tmin = 2"):
         sample_edm(lambda x, s: x, torch.zeros(1, 2), [1.0, 0.0], s_tmin=2.0, s_tmax=1.0)
+
+
+def test_grid_as_a_list_of_0d_tensors():
+    # before: list(sched.sigmas) (0-d tensors) raised "sigmas must contain real numbers"
+    grid = torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64)
+    noise = torch.randn(2, 3, generator=_gen(7))
+    assert torch.equal(sample_flow(lambda x, s: -x, noise, list(grid)),
+                       sample_flow(lambda x, s: -x, noise, grid.tolist()))
+    with pytest.raises(TypeError, match="sigmas must contain real numbers"):
+        sample_flow(lambda x, s: -x, noise, [torch.tensor(True), torch.tensor(False)])
+
+
+@given(shape=st.sampled_from([(0, 2, 3, 3), (2, 3, 4, 4), (1, 2, 3, 4, 4), (3, 1, 2, 2, 5)]),
+       dtype=st.sampled_from(HALF), seed=st.integers(0, 2**16), off=st.sampled_from([0, .2]))
+def test_conditioning_half_precision_is_float32_rounded_once(shape, dtype, seed, off):
+    from vidnoise.conditioning import augment_previous_frames
+
+    frames = torch.rand(shape, generator=_gen(seed)).to(dtype)
+    got = augment_previous_frames(frames, offset_noise=off, generator=_gen(seed + 1))
+    ref = augment_previous_frames(frames.float(), offset_noise=off, generator=_gen(seed + 1))
+    assert got.noised.dtype == dtype and torch.equal(got.noised, ref.noised.to(dtype))
+    assert torch.equal(got.sigma, ref.sigma)
+    h = corrupt_history(frames, generator=_gen(seed + 2))
+    r = corrupt_history(frames.float(), generator=_gen(seed + 2))
+    assert h.noised.dtype == dtype and torch.equal(h.noised, r.noised.to(dtype))

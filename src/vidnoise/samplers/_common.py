@@ -30,7 +30,8 @@ def read_grid(
 ) -> list[float]:
     """Read a sigma grid once as Python floats and check it.
 
-    ``sigmas`` is a 1-D tensor or a sequence of real numbers with at least two values,
+    ``sigmas`` is a 1-D tensor or a sequence of real numbers (0-d real tensors included, as
+    ``list(tensor)`` gives) with at least two values,
     strictly decreasing, finite and >= 0 (and <= ``high`` when given), ending at ``end``
     when given. A tensor is copied to the host here, once, before any loop: pass the grid as a
     CPU tensor or a list to avoid that single device sync on an accelerator.
@@ -46,6 +47,10 @@ def read_grid(
         values = list(sigmas)
         if not all(type(v) is float for v in values):  # fast path: a list of floats
             for v in values:
+                if isinstance(v, torch.Tensor) and v.dim() == 0 and not (
+                    v.dtype == torch.bool or v.is_complex() or v.is_meta
+                ):
+                    continue  # list(tensor) gives 0-d tensors: read once, here
                 if isinstance(v, bool) or not isinstance(v, numbers.Real):
                     raise TypeError(f"{name} must contain real numbers, got {v!r}")
             values = [float(v) for v in values]
