@@ -339,3 +339,34 @@ def test_conditioning_half_precision_is_float32_rounded_once(shape, dtype, seed,
     h = corrupt_history(frames, generator=_gen(seed + 2))
     r = corrupt_history(frames.float(), generator=_gen(seed + 2))
     assert h.noised.dtype == dtype and torch.equal(h.noised, r.noised.to(dtype))
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_rollout_item_depends_only_on_its_generator(accumulate):
+    ctx = torch.randn(3, 2, 1, 3, 3, generator=_gen(8), dtype=torch.float64)
+
+    def nxt(c, renoise=None):
+        c = c if renoise is None else renoise(2)
+        return c.mean(1) * 0.9
+
+    kw = dict(cond_noise=0.2, accumulate_cond_noise=accumulate)
+    full = rollout(nxt, ctx, 3, generator=[_gen(20), _gen(21), _gen(22)], **kw)
+    alone = rollout(nxt, ctx[1:2], 3, generator=[_gen(21)], **kw)
+    assert torch.equal(full[1:2], alone)
+
+
+def test_progress_bar_changes_nothing_but_the_terminal(capsys):
+    pytest.importorskip("tqdm")
+    noise = torch.randn(2, 3, generator=_gen(9))
+    for run in (
+        lambda p: sample_flow(lambda x, s: -x, noise, [1.0, 0.5, 0.0], solver="heun",
+                              progress=p),
+        lambda p: sample_edm(lambda x, s: x * 0.5, noise, [2.0, 0.5, 0.0], s_churn=1.0,
+                             generator=_gen(3), progress=p),
+        lambda p: rollout(lambda c: c[:, -1], noise[:, None, :, None, None], 2,
+                          cond_noise=0.1, generator=_gen(4), progress=p),
+    ):
+        quiet = run(False)
+        assert capsys.readouterr().err == ""
+        loud = run(True)
+        assert torch.equal(quiet, loud) and "it/s" in capsys.readouterr().err
