@@ -406,6 +406,15 @@ def test_mixture_with_singular_covariance_at_tiny_sigma_is_the_data(sigma):
                                rtol=0.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("base_shift", [-720.0, -745.0, 710.0])
+def test_resolution_shift_refuses_every_mu_beyond_the_documented_bound(base_shift):
+    # before: mu in (-745.1, -709.78) passed with a subnormal factor (message and docs say
+    # |mu| < 709.78 is required)
+    with pytest.raises(ValueError, match=r"seq_len=256 gives mu=.*\|mu\| must stay below"):
+        S.resolution_shift(0.5, 256, base_shift=base_shift, max_shift=0.0)
+    assert S.resolution_shift(0.5, 256, base_shift=-709.0, max_shift=0.0) > 0.0
+
+
 def test_mixture_posterior_mean_degenerate_paths():
     gm = _mixture(False)
     x = torch.randn(2, 2, dtype=torch.float64)
