@@ -445,3 +445,37 @@ def test_ar_posterior_mean_degenerate_paths_and_devices():
     # before: RuntimeError from inside torch
     with pytest.raises(ValueError, match="x_prev must be on x's device"):
         ar.denoiser(x)(x.to("meta"), 0.5)
+
+
+def test_edm_offset_on_another_device_is_named():
+    x = torch.zeros(2, 3, 4)
+    # before: RuntimeError "Tensor on device meta is not on the expected device cpu!"
+    with pytest.raises(ValueError, match=r"offset must be on x0's device cpu, got meta"):
+        EDMPath(offset_noise=0.1).add_noise(x, x, 0.5, offset=torch.zeros(2, 3, device="meta"))
+
+
+@pytest.mark.parametrize("where, value", [("means", math.nan), ("means", math.inf),
+                                          ("covs", math.nan)])
+def test_mixture_refuses_non_finite_parameters(where, value):
+    means, covs = [[0.0, 0.0]], [[[1.0, 0.0], [0.0, 1.0]]]
+    if where == "means":
+        means = [[value, 0.0]]
+    else:
+        covs = [[[value, 0.0], [0.0, 1.0]]]
+    # before: nan / inf means gave a nan denoiser silently; a nan cov said "must be symmetric"
+    with pytest.raises(ValueError, match=rf"^{where} must be finite, got 1 non-finite"):
+        GaussianMixture([1.0], means, covs)
+
+
+def test_mixture_sample_refuses_an_integer_dtype():
+    gm = _mixture(False)
+    # before: samples silently truncated to int64
+    with pytest.raises(ValueError, match=r"^dtype must be a floating dtype.*got torch.int64"):
+        gm.sample(3, dtype=torch.int64)
+    assert gm.sample(3, dtype=torch.float16).dtype == torch.float16
+
+
+def test_vp_timestep_shape_error_says_int_not_float():
+    # before: "t must be a float, a 0-d tensor or ..." for integer timesteps
+    with pytest.raises(ValueError, match=r"^t must be an int, a 0-d tensor or a tensor of shape"):
+        VPPath().sample(torch.zeros(2, 3), torch.tensor([1, 2, 3]))

@@ -426,6 +426,8 @@ def _offset_eta(shape, offset, generator, like: torch.Tensor) -> torch.Tensor:
     if offset is None:
         return randn(eta_shape, generator=generator, device=like.device, dtype=like.dtype)
     check_tensor("offset", offset)
+    if offset.device != like.device:
+        raise ValueError(f"offset must be on x0's device {like.device}, got {offset.device}")
     if offset.numel() != shape[0] * shape[1] or offset.shape[:2] != shape[:2]:
         raise ValueError(
             f"offset must have shape (B, C) = {tuple(shape[:2])} (or with trailing 1s), got "
@@ -573,7 +575,7 @@ class VPPath(_AffinePath):
             )
         # as_sigma gives the shape rule and the range check; integer values < 2^24 are exact
         # in float64 and float32 alike, so rounding back to int64 gives the indices.
-        idx = as_sigma("t", t, shape, device, layout=layout, low=0, high=n - 1)
+        idx = as_sigma("t", t, shape, device, layout=layout, low=0, high=n - 1, scalar="an int")
         return self._alpha_bar_on(device)[idx.round().to(torch.int64)]
 
     def _coef(self, ab):

@@ -15,6 +15,7 @@ import torch
 
 from vidnoise._checks import (
     as_sigma,
+    check_floating_dtype,
     check_int,
     check_real_tensor,
     check_tensor,
@@ -90,6 +91,10 @@ class GaussianMixture:
         d = mu.shape[1]
         if cov.shape != (k, d, d):
             raise ValueError(f"covs must be (K, D, D) = ({k}, {d}, {d}), got {tuple(cov.shape)}")
+        for name, t in (("means", mu), ("covs", cov)):
+            if not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise ValueError(f"{name} must be finite, got {bad} non-finite values")
         if not torch.allclose(cov, cov.transpose(1, 2), rtol=1e-10, atol=1e-12):
             raise ValueError("covs must be symmetric")
         lam, u = torch.linalg.eigh(cov)
@@ -119,6 +124,7 @@ class GaussianMixture:
     def sample(self, n: int, generator=None, *, dtype=torch.float64) -> torch.Tensor:
         """``n`` samples (n, D): component k ~ Categorical(w), then ``μ_k + U_k Λ_k^½ z``."""
         n = check_int("n", n, minimum=0)
+        dtype = check_floating_dtype("dtype", dtype)
         cum = torch.cumsum(self.weights, 0)
         comp = torch.searchsorted(cum, rand((n,), generator=generator, dtype=torch.float64))
         comp = comp.clamp(max=self.weights.shape[0] - 1)
