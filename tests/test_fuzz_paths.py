@@ -479,3 +479,24 @@ def test_vp_timestep_shape_error_says_int_not_float():
     # before: "t must be a float, a 0-d tensor or ..." for integer timesteps
     with pytest.raises(ValueError, match=r"^t must be an int, a 0-d tensor or a tensor of shape"):
         VPPath().sample(torch.zeros(2, 3), torch.tensor([1, 2, 3]))
+
+
+@pytest.mark.parametrize("sigma_data", [0.5, 1.0])
+def test_edm_denoiser_matches_diffusers_edm_preconditioning(sigma_data):
+    """D(x, σ) = c_skip·x + c_out·F(c_in·x, c_noise) against diffusers' EDMEulerScheduler
+    ``precondition_inputs`` / ``precondition_noise`` / ``precondition_outputs``."""
+    diffusers = pytest.importorskip("diffusers")
+    sched = diffusers.EDMEulerScheduler(sigma_data=sigma_data)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 2, 4, 5, 5, dtype=torch.float64, generator=g)
+    w = torch.randn(2, 4, 5, 5, dtype=torch.float64, generator=g)
+
+    def network(x_in, c_noise):  # any fixed function of both inputs
+        return torch.tanh(x_in) * w + c_noise.reshape(-1, 1, 1, 1, 1)
+
+    sigma = torch.tensor([0.002, 1.3, 80.0], dtype=torch.float64)
+    ours = EDMPath(sigma_data=sigma_data).denoiser_from_network(network)(x, sigma)
+    s = sigma.reshape(-1, 1, 1, 1, 1)
+    f = network(sched.precondition_inputs(x, s), sched.precondition_noise(sigma))
+    ref = sched.precondition_outputs(x, f, s)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
