@@ -500,3 +500,30 @@ def test_edm_denoiser_matches_diffusers_edm_preconditioning(sigma_data):
     f = network(sched.precondition_inputs(x, s), sched.precondition_noise(sigma))
     ref = sched.precondition_outputs(x, f, s)
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(k=st.integers(1, 3), d=st.integers(1, 3), rank=st.integers(0, 3),
+       seed=st.integers(0, 2**31 - 1), a=st.floats(0.0, 2.0), b=st.floats(1e-3, 10.0))
+def test_mixture_posterior_mean_equals_a_dense_brute_force(k, d, rank, seed, a, b):
+    """E[x0 | x] against dense float64 linear algebra (solve with A²C_k + B²I, multivariate
+    normal log densities), covariances of any rank (singular ones included)."""
+    gen = torch.Generator().manual_seed(seed)
+    r = min(rank, d)
+    factors = torch.randn(k, d, r, dtype=torch.float64, generator=gen)
+    covs = factors @ factors.transpose(1, 2)
+    means = 2.0 * torch.randn(k, d, dtype=torch.float64, generator=gen)
+    weights = torch.rand(k, dtype=torch.float64, generator=gen) + 0.1
+    gm = GaussianMixture(weights, means, covs)
+    x = a * gm.sample(6, gen) + b * torch.randn(6, d, dtype=torch.float64, generator=gen)
+    eye = torch.eye(d, dtype=torch.float64)
+    logp, cond = [], []
+    for j in range(k):
+        cov_x = a * a * covs[j] + b * b * eye
+        mvn = torch.distributions.MultivariateNormal(a * means[j], covariance_matrix=cov_x)
+        logp.append(mvn.log_prob(x) + torch.log(gm.weights[j]))
+        gain = a * covs[j] @ torch.linalg.inv(cov_x)
+        cond.append(means[j] + (x - a * means[j]) @ gain.T)
+    resp = torch.softmax(torch.stack(logp, 1), 1)
+    ref = (resp[:, :, None] * torch.stack(cond, 1)).sum(1)
+    torch.testing.assert_close(gm.posterior_mean(a, b, x), ref, rtol=1e-8, atol=1e-8)
