@@ -527,3 +527,21 @@ def test_mixture_posterior_mean_equals_a_dense_brute_force(k, d, rank, seed, a, 
     resp = torch.softmax(torch.stack(logp, 1), 1)
     ref = (resp[:, :, None] * torch.stack(cond, 1)).sum(1)
     torch.testing.assert_close(gm.posterior_mean(a, b, x), ref, rtol=1e-8, atol=1e-8)
+
+
+def test_timestep_converters_match_diffusers_flowmatch_and_its_mochi_inversion():
+    diffusers = pytest.importorskip("diffusers")
+    from vidnoise import conventions as C
+
+    sched = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0)
+    sched.set_timesteps(12)
+    torch.testing.assert_close(C.sigma_to_timestep(sched.sigmas[:-1]), sched.timesteps)
+    torch.testing.assert_close(C.timestep_to_sigma(sched.timesteps), sched.sigmas[:-1])
+    # diffusers runs Mochi with invert_sigmas=True: the timestep is N·(1 - σ) of our σ
+    mochi = diffusers.FlowMatchEulerDiscreteScheduler(invert_sigmas=True)
+    grid = np.linspace(1.0, 0.02, 9)
+    mochi.set_timesteps(sigmas=grid)
+    torch.testing.assert_close(C.sigma_to_mochi_timestep(torch.tensor(grid)).float(),
+                               mochi.timesteps.float(), rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(C.mochi_timestep_to_sigma(mochi.timesteps.double()),
+                               torch.tensor(grid), rtol=1e-6, atol=1e-6)
