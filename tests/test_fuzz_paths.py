@@ -545,3 +545,12 @@ def test_timestep_converters_match_diffusers_flowmatch_and_its_mochi_inversion()
                                mochi.timesteps.float(), rtol=1e-6, atol=1e-4)
     torch.testing.assert_close(C.mochi_timestep_to_sigma(mochi.timesteps.double()),
                                torch.tensor(grid), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("sigma", [1e-170, 1e-200, 5e-324, 0.0])
+def test_edm_loss_weight_at_tiny_sigma_is_inf_for_floats_as_for_tensors(sigma):
+    # before: ZeroDivisionError for a float σ below ~1e-162 (σ² underflowed to 0)
+    path = EDMPath()
+    assert path.loss_weight(sigma) == math.inf
+    assert float(path.loss_weight(torch.tensor([sigma], dtype=torch.float64))) == math.inf
+    assert path.loss_weight(1e-150) == pytest.approx(4.0 + 1e300, rel=1e-15)

@@ -378,7 +378,8 @@ class EDMPath(_AffinePath):
         inv_sd2 = 1.0 / (self.sigma_data * self.sigma_data)
         if dt is None:
             se = math.hypot(s, self.offset_noise)
-            return math.inf if se == 0.0 else inv_sd2 + 1.0 / (se * se)
+            inv = math.inf if se == 0.0 else 1.0 / se  # 1/se first: se·se underflows below 1e-162
+            return inv_sd2 + inv * inv
         se = torch.hypot(s, torch.full_like(s, self.offset_noise))
         return (inv_sd2 + 1.0 / (se * se)).to(dt)
 
