@@ -257,6 +257,8 @@ def _level_for(kind, rng, b, frames, per_frame, end):
         return torch.full(shape, top, dtype=torch.float64)
     if end == "tiny":
         return torch.full(shape, 1e-30, dtype=torch.float64)
+    if end == "huge":  # EDM only (flow σ <= 1): 1e30·ε still fits float32 / bfloat16
+        return torch.full(shape, 1e30 if kind == "edm" else top, dtype=torch.float64)
     return torch.as_tensor(rng.uniform(0.0, top, size=shape))
 
 
@@ -279,13 +281,15 @@ def _coef64(path, level, layout, shape):
 @settings(max_examples=60, deadline=None)
 @given(kind=st.sampled_from(sorted(PATHS)), dtype=st.sampled_from(DTYPES),
        layout=st.sampled_from(["BCTHW", "BTCHW"]), per_frame=st.booleans(),
-       b=st.integers(0, 3), end=st.sampled_from(["mid", "low", "high", "tiny"]),
+       b=st.integers(0, 3), end=st.sampled_from(["mid", "low", "high", "tiny", "huge"]),
        seed=st.integers(0, 2**31 - 1))
 def test_every_dtype_is_the_float64_formula_rounded_once(kind, dtype, layout, per_frame, b, end,
                                                          seed):
     """add_noise / x0_from_velocity / noise_from_velocity in every dtype equal the float64
     formula on the same (rounded) inputs up to one rounding to ``dtype`` plus a few roundings
     of the working dtype (float32 for half inputs) on each term."""
+    if end == "huge" and dtype == torch.float16:
+        return  # 1e30 overflows float16 by design: the result is inf
     rng = np.random.default_rng(seed)
     path = PATHS[kind]
     frames = 3
