@@ -558,3 +558,32 @@ def test_edm_loss_weight_at_tiny_sigma_is_inf_for_floats_as_for_tensors(sigma):
     assert path.loss_weight(sigma) == math.inf
     assert float(path.loss_weight(torch.tensor([sigma], dtype=torch.float64))) == math.inf
     assert path.loss_weight(1e-150) == pytest.approx(4.0 + 1e300, rel=1e-15)
+
+
+def _verbatim(module: str, file: str, name: str, **namespace):
+    """One function compiled verbatim from an installed package's source file (without
+    importing the package's heavy module)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        pytest.skip(f"{module} is not installed")
+    src = Path(spec.origin).with_name(file).read_text()
+    body = [n for n in ast.parse(src).body if isinstance(n, ast.FunctionDef) and n.name == name]
+    assert len(body) == 1
+    exec(compile(ast.Module(body=body, type_ignores=[]), f"{module}/{file}", "exec"), namespace)
+    return namespace[name]
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.81, 1.29, -0.5])
+def test_mode_sampler_is_diffusers_mode_at_one_minus_u(scale, monkeypatch):
+    """``sigma_samplers.mode`` at u equals diffusers' ``compute_density_for_timestep_sampling(
+    "mode")`` (diffusers/training_utils.py) fed 1 - u: the same law, increasing in u."""
+    ref_fn = _verbatim("diffusers", "training_utils.py", "compute_density_for_timestep_sampling",
+                       math=math, torch=torch)
+    from vidnoise import sigma_samplers
+    from vidnoise.noise import rand
+
+    u = rand((64,), generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    ours = sigma_samplers.mode(64, scale, generator=torch.Generator().manual_seed(9))
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: 1.0 - u)  # feed diffusers 1 - u
+    ref = ref_fn("mode", 64, mode_scale=scale)
+    torch.testing.assert_close(ours, ref.float(), rtol=0.0, atol=1.2e-7)
