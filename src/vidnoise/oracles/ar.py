@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from vidnoise._checks import as_sigma, check_float, check_int, check_tensor
+from vidnoise._checks import as_sigma, check_float, check_int, check_real_tensor, check_tensor
 from vidnoise.noise import randn
 
 __all__ = ["LinearGaussianAR"]
@@ -85,8 +85,8 @@ class LinearGaussianAR:
         The gain ``A q / (A² q + B²)`` is computed as ``(A√q / h)(√q / h)`` with ``h =
         hypot(A√q, B)``, so no square over- or underflows (``A = 0`` gives the prior mean).
         """
-        check_tensor("x_prev", x_prev)
-        check_tensor("x", x)
+        check_real_tensor("x_prev", check_tensor("x_prev", x_prev))
+        check_real_tensor("x", check_tensor("x", x))
         if x_prev.shape != x.shape:
             raise ValueError(
                 f"x_prev must have x's shape {tuple(x.shape)}, got {tuple(x_prev.shape)}"
@@ -121,7 +121,7 @@ class LinearGaussianAR:
         at σ = 0 the exact value ``v = E[ε] - x_next = -x`` (the formula's limit)."""
 
         def v(x, sigma):
-            check_tensor("x", x)
+            check_real_tensor("x", check_tensor("x", x))
             s = _level("sigma", sigma, x, high=1.0)
             s = torch.as_tensor(s, dtype=torch.float64, device=x.device)
             flat = s if s.dim() == 0 else s.reshape(-1)  # as given: 0-d or (B,)
