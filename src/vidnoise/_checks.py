@@ -252,6 +252,7 @@ def as_sigma(
     high_open: bool = False,
     allow_inf: bool = False,
     hint: str | None = None,
+    scalar: str = "a float",
 ):
     """The one σ-to-batch rule: ``sigma`` as a checked Python float, or a float64 tensor
     broadcastable against data of ``shape``.
@@ -276,7 +277,7 @@ def as_sigma(
     ok = sigma.dim() == 0 or (sigma.dim() == 1 and sigma.shape[0] == batch)
     ok = ok or (per_frame and sigma.dim() == 2 and tuple(sigma.shape) == (batch, frames))
     if not ok:
-        allowed = f"a float, a 0-d tensor or a tensor of shape (B,) = ({batch},)"
+        allowed = f"{scalar}, a 0-d tensor or a tensor of shape (B,) = ({batch},)"
         if per_frame:
             allowed += f" or (B, T) = ({batch}, {frames}) for layout {layout}"
         raise ValueError(
