@@ -308,3 +308,15 @@ def level_out(sigma, s, batch: int, dtype: torch.dtype, device) -> torch.Tensor:
     if sigma.dim() == 2:
         return out.reshape(sigma.shape).clone()
     return out.expand(batch).clone()
+
+
+def safe_div(p, q):
+    """``p / q`` for Python floats and tensors alike: a float ``p / 0`` is ``±inf`` (``nan``
+    for ``0 / 0``), as tensor division gives, instead of raising ZeroDivisionError."""
+    if isinstance(q, float) and q == 1.0:  # no tensor op for a unit divisor
+        return p
+    if isinstance(p, float) and isinstance(q, float):
+        if q == 0.0:
+            return math.copysign(math.inf, p) if p != 0.0 else math.nan
+        return p / q
+    return p / q

@@ -53,6 +53,7 @@ from vidnoise._checks import (
     values64,
     work_dtype,
 )
+from vidnoise._checks import safe_div as _div
 from vidnoise.conventions import FLOW_SIGMA_HINT
 from vidnoise.noise import GeneratorLike, randn
 
@@ -130,16 +131,6 @@ def _combine(shape, dtype, device, *terms) -> torch.Tensor:
     return out.to(dtype)
 
 
-def _div(p, q):
-    """``p / q`` for floats and float64 tensors; a float ``p / 0`` is ``±inf`` (``nan`` for
-    ``0 / 0``), as for tensors."""
-    if isinstance(q, float) and q == 1.0:  # det = 1 for every path here: no tensor op
-        return p
-    if isinstance(p, float) and isinstance(q, float):
-        if q == 0.0:
-            return math.copysign(math.inf, p) if p != 0.0 else math.nan
-        return p / q
-    return p / q
 
 
 def _sqrt(v):
