@@ -211,9 +211,14 @@ def _cmd_demo(a, log) -> int:
     return 0
 
 
-# flags that fix the model, data or schedule: refused with --resume (name -> parser default)
-_FIXED = {"data": "shapes", "flat": False, "i2v": False, "size": 32, "frames": 8, "stages": 3,
-          "batch_size": None, "width": 32, "sample_ratios": None, "lr": 2e-3, "seed": 0}
+# flags that fix the model, data or schedule: refused with --resume
+_FIXED = ("data", "flat", "i2v", "size", "frames", "stages", "batch_size", "width",
+          "sample_ratios", "lr", "seed")
+
+
+def _given(a, flag: str) -> bool:
+    """Whether ``flag`` was on the command line (also as ``--flag=value``)."""
+    return any(t == flag or t.startswith(flag + "=") for t in a.argv)
 
 
 def _cmd_train(a, log) -> int:
@@ -223,7 +228,7 @@ def _cmd_train(a, log) -> int:
     from vidnoise.demo.train import train
 
     if a.resume is not None:
-        given = [k for k, v in _FIXED.items() if getattr(a, k) != v]
+        given = [k for k in _FIXED if _given(a, "--" + k.replace("_", "-"))]
         if given:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
             raise DemoError(
@@ -333,6 +338,7 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)

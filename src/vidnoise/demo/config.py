@@ -221,16 +221,24 @@ class TrainConfig:
         one value per group, ...) become one line here, not a failure at the first step."""
         from vidnoise.demo.model import TinyVideoUNet
 
-        s = self.size >> (self.model_stages - 1)
-        try:
-            with torch.device("meta"):
-                model = TinyVideoUNet(self.model)
-                x = torch.empty(2, self.model.channels, self.frames, s, s)
-                model(x, torch.zeros(2), 0)
-        except (ValueError, RuntimeError) as exc:
-            raise DemoError(
-                f"the model cannot run on {self.frames} frame(s) of {s}x{s} (the coarsest "
-                f"stage) with width {self.model.width}: {str(exc).splitlines()[0]} "
-                f"(use more frames, a larger width or size, or fewer stages)"
-            ) from None
+        k_all = self.model_stages
+        ratios = (1,) if self.flat else self.sample_ratios
+        with torch.device("meta"):
+            model = TinyVideoUNet(self.model).train()
+        for k, r in enumerate(ratios):
+            n = self.batch_size * r // sum(ratios)  # this stage's share of the batch
+            if n == 0:
+                continue
+            s = self.size >> (k_all - 1 - k)
+            try:
+                with torch.device("meta"):
+                    x = torch.empty(n, self.model.channels, self.frames, s, s)
+                    model(x, torch.zeros(n), k if not self.flat else 0)
+            except (ValueError, RuntimeError) as exc:
+                raise DemoError(
+                    f"the model cannot run on {self.frames} frame(s) of {s}x{s} (stage {k}, "
+                    f"{n} clip(s) of the batch) with width {self.model.width}: "
+                    f"{str(exc).splitlines()[0]} (use more frames, a larger width, size or "
+                    f"batch, or fewer stages)"
+                ) from None
 

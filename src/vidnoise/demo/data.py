@@ -265,8 +265,8 @@ class VideoFolder(torch.utils.data.Dataset):
             clips.extend(video[:, i * self.frames : (i + 1) * self.frames] for i in range(n))
         if not clips:
             if not files:
-                raise DemoError(f"data folder {str(self.path)!r} holds no readable video: no video file "
-                                f"({'/'.join(VIDEO_SUFFIXES)})")
+                raise DemoError(f"data folder {str(self.path)!r} holds no readable video: no "
+                                f"video file ({'/'.join(VIDEO_SUFFIXES)})")
             raise DemoError(f"data folder {str(self.path)!r} has no readable video: "
                             f"{self._skipped_text()}")
         self.clips = torch.stack(clips).contiguous()

@@ -161,8 +161,6 @@ def _train_locked(cfg, out, resume, overrides, progress, checkpoint_every, devic
                     raise
                 trainer.run_elapsed = time.perf_counter() - t0
                 if trainer.step_count == before:  # a skipped (non-finite) step
-                    log(f"step {before + 1}: non-finite loss, update skipped "
-                        f"({trainer.bad_steps} of at most {cfg.max_bad_steps} in a row)")
                     continue
                 losses.append(loss)
                 if bar is not None:
@@ -205,6 +203,8 @@ def _train_locked(cfg, out, resume, overrides, progress, checkpoint_every, devic
             f"trained {steps} steps in {run_elapsed:.1f} s "
             f"({summary['samples_per_s']:.1f} samples/s, {params / 1e6:.2f} M params), "
             f"{final}checkpoint: {ckpt} (step {trainer.step_count})"
+            + (f"; {trainer.skipped} step(s) with a non-finite loss skipped"
+               if trainer.skipped else "")
         )
     summary["trainer"] = trainer
     return summary
