@@ -102,8 +102,8 @@ def _ratios(text):
 def _common(p, *, seed_help="random seed (0 to 2^63 - 1)"):
     p.add_argument("--seed", type=_int_in("--seed", 0, _SEED_MAX), default=0, help=seed_help)
     p.add_argument("--threads", type=_int_in("--threads", 1), default=None,
-                   help="CPU threads for torch (default: the cores this process may use, "
-                   f"now {available_cores()})")
+                   help="CPU threads for torch (default: $OMP_NUM_THREADS if set, else the cores "
+                   f"this process may use, now {available_cores()})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -318,6 +318,8 @@ def _cmd_sample(a, log) -> int:
 def _set_threads(a) -> None:
     import torch
 
+    if a.threads is None and os.environ.get("OMP_NUM_THREADS"):
+        return  # the user's OMP_NUM_THREADS (torch read it at import)
     n = a.threads if a.threads is not None else available_cores()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
