@@ -1,6 +1,6 @@
 """Crash consistency of training checkpoints: kill a run at every filesystem mutation of its
-saves, resume and kill again at each of the first mutations of the resumed run, then resume
-cleanly; every case must end with a checkpoint that loads and continues, and no completed
+saves, resume and kill again at each mutation of the resumed run's first save (the first 7),
+then resume cleanly; every case must end with a checkpoint that loads and continues, and no completed
 save may be lost.
 
 The kills are real process deaths (``os._exit`` in a forked child, no clean-up handlers)
@@ -30,7 +30,7 @@ from vidnoise.demo.train import train
 from vidnoise.demo.trainer import load_model
 
 ROOT = Path(sys.argv[1])
-FIRST, SECOND, RECRASH = 3, 5, int(sys.argv[2])
+FIRST, SECOND, RECRASH = 2, 3, int(sys.argv[2])
 CFG = TrainConfig(size=8, frames=2, batch_size=2, stages=1, steps=FIRST, minutes=None,
                   warmup=1, model=ModelConfig(width=4, mults=(1,), emb_dim=8, groups=2,
                                               stages=1, attention=False))
@@ -147,8 +147,8 @@ def run_driver(tmp_path, recrash: int) -> dict:
 
 @pytest.mark.slow
 def test_kill_at_every_mutation_then_again_then_resume(tmp_path):
-    r = run_driver(tmp_path, recrash=3)
+    r = run_driver(tmp_path, recrash=7)  # the whole first save of the resumed run
     print(f"crash points tried: {r['tried']}, lost: {r['lost']} "
           f"({r['mutations_per_run']} mutations in a run of {r['saves']} saves)")
-    assert r["saves"] == 4 and r["mutations_per_run"] >= 4 * 5
+    assert r["saves"] == 3 and r["mutations_per_run"] >= 3 * 5
     assert r["lost"] == 0, r["problems"]

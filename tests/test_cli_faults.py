@@ -341,3 +341,21 @@ def test_main_sets_a_passive_wait_policy_and_threads(tmp_path, capsys):
     assert "OMP_WAIT_POLICY" in os.environ
     p = subprocess_cli(["train", "--help"])
     assert p.returncode == 0 and "(default: 0)" in p.stdout and "--threads" in p.stdout
+
+
+def test_every_flag_has_help_with_its_default():
+    import argparse
+
+    from vidnoise.cli import _Formatter, build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        fmt = _Formatter(prog=name)
+        for action in p._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            text = fmt._get_help_string(action)
+            assert text, (name, action.dest)
+            if action.default not in (None, False) and action.required is False:
+                assert "default" in text, (name, action.dest, text)

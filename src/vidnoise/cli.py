@@ -29,7 +29,14 @@ class _OneLineError(Exception):
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    """Appends ``(default: X)`` to every flag's help unless the help says it already."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -155,11 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'shapes' (procedural MovingShapes) or a folder of .gif/.mp4 files")
     t.add_argument("--out", default="out/train", help="output folder (locked while training)")
     t.add_argument("--steps", type=_int_in("--steps", 1), default=None,
-                   help="total optimizer steps (resumed runs count the steps already done)")
+                   help="total optimizer steps; resumed runs count the steps already done "
+                   "(default: none; give --steps or --minutes)")
     t.add_argument("--minutes", type=_float_in("--minutes", 0.0), default=None,
-                   help="time budget in minutes for this run")
+                   help="time budget in minutes for this run (default: none)")
     t.add_argument("--resume", default=None, metavar="CHECKPOINT",
-                   help="continue this checkpoint folder (bit-for-bit)")
+                   help="continue this checkpoint folder, bit-for-bit (default: a new run)")
     t.add_argument("--flat", action="store_true",
                    help="plain full-resolution flow matching (the baseline)")
     t.add_argument("--i2v", action="store_true",
@@ -183,11 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--flat", action="store_true",
                    help="sample a checkpoint trained with --flat (the flat sampler)")
     s.add_argument("--ablation", choices=["iid-renoise", "x2-bicubic"], default=None,
-                   help="sampler ablation (pyramid checkpoints only)")
+                   help="sampler ablation, pyramid checkpoints only (default: none)")
     s.add_argument("--compat", action="store_true",
                    help="reference stage grids (linspace(1, 0.001, n) then 0)")
     s.add_argument("--image", default=None,
-                   help="image-to-video from this first frame (a checkpoint trained with --i2v)")
+                   help="image-to-video from this first frame, for a checkpoint trained with --i2v "
+                   "(default: unconditional)")
     s.add_argument("--raw", action="store_true", help="raw weights instead of the EMA")
     _common(s)
     return p
