@@ -357,5 +357,5 @@ def test_every_flag_has_help_with_its_default():
                 continue
             text = fmt._get_help_string(action)
             assert text, (name, action.dest)
-            if action.default not in (None, False) and action.required is False:
+            if action.default is not None and action.default is not False:
                 assert "default" in text, (name, action.dest, text)

@@ -212,11 +212,14 @@ def _batch_size(a, ratios) -> int:
 def _cmd_demo(a, log) -> int:
     from vidnoise.demo.run import run_demo
 
-    run_demo(
+    m = run_demo(
         a.out, minutes=a.minutes, steps=a.steps, size=a.size, frames=a.frames, seed=a.seed,
         sample_steps=a.sample_steps, eval_samples=a.samples, batch_size=a.batch_size,
-        stages=a.stages, width=a.width, progress=not a.no_progress,
+        stages=a.stages, width=a.width, progress=not a.no_progress, log=log,
     )
+    if "signal" in m:
+        return _signal_exit({"signal": m["signal"], "steps": m["training"]["steps"],
+                             "checkpoint": m["training"]["checkpoint"]}, log)
     return 0
 
 

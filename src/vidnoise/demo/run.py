@@ -45,7 +45,9 @@ def run_demo(
     progress: bool = True,
     log=None,
 ) -> dict:
-    """The whole demo; returns the metrics dict (also written to ``metrics.json``).
+    """The whole demo; returns the metrics dict (also written to ``metrics.json``), or
+    ``{"signal": name, "training": summary}`` when SIGTERM / SIGINT stopped training (the
+    checkpoint is saved; nothing else is written).
 
     ``minutes`` bounds the whole run: the cost of sampling is measured first (one small
     batch with the untrained model), the number of quality samples is lowered if sampling
@@ -105,6 +107,8 @@ def run_demo(
                     for k in range(cfg.stages)) + ")")
     summary = train(cfg, out, progress=progress, log=log)
     trainer = summary.pop("trainer")
+    if summary["signal"] is not None:  # SIGTERM / SIGINT: saved, stop here
+        return {"signal": summary["signal"], "training": summary}
     model = trainer.ema.eval()
 
     # ---------------------------------------------------------------- sampling
