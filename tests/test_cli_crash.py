@@ -1,7 +1,7 @@
 """Crash consistency of training checkpoints: kill a run at every filesystem mutation of its
 saves, resume and kill again at each mutation of the resumed run's first save (the first 7),
-then resume cleanly; every case must end with a checkpoint that loads and continues, and no completed
-save may be lost.
+then resume cleanly; every case must end with a checkpoint that loads and continues, and no
+completed save may be lost.
 
 The kills are real process deaths (``os._exit`` in a forked child, no clean-up handlers)
 placed by the checkpoint module's mutation hook (``VIDNOISE_CRASH_AT``). The driver runs in
