@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "time it against the flat sampler, measure sample quality and write "
                        "samples.gif, frames.png, metrics.json, report.md; the whole run "
                        "(training, sampling, figures) stays within --minutes.")
-    d.add_argument("--minutes", type=_float_in("--minutes", 0.0), default=6.0,
+    d.add_argument("--minutes", type=_float_in("--minutes", 0.0), default=8.0,
                    help="time budget of the whole demo in minutes (training gets what "
                    "sampling and the figures leave)")
     d.add_argument("--steps", type=_int_in("--steps", 1), default=None,

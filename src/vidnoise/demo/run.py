@@ -32,7 +32,7 @@ def _timed(fn, repeats: int = 2) -> tuple[float, object]:
 def run_demo(
     out="out/demo",
     *,
-    minutes: float = 6.0,
+    minutes: float = 8.0,
     steps: int | None = None,
     size: int = 32,
     frames: int = 8,
