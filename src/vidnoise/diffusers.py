@@ -24,6 +24,7 @@ import torch
 
 try:
     from diffusers.configuration_utils import ConfigMixin, register_to_config
+    from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
     from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 except ImportError as exc:  # pragma: no cover - exercised only without diffusers
     raise ImportError(
@@ -93,6 +94,51 @@ class _CounterMixin:
                 "call set_timesteps again for a new run"
             )
         return k
+
+    def _index_for_timestep(self, timestep) -> list[int]:
+        """Call indices of ``timestep`` (a number or tensor, one per item) in ``timesteps``.
+
+        diffusers' rule (``FlowMatchEulerDiscreteScheduler.index_for_timestep``): where a value
+        occurs twice (Heun: a corrector and the next predictor share it) the second is taken,
+        so a schedule sliced at ``timesteps[k*order:]`` starts at a step's first call. Syncs
+        with the device (``nonzero``); used only where no index was set.
+        """
+        if self._plan is None:
+            raise ValueError(f"{type(self).__name__}.set_timesteps must be called first")
+        sched = self.timesteps.detach().to("cpu", torch.float64)
+        ts = torch.as_tensor(timestep).detach().to("cpu", torch.float64).reshape(-1)
+        out = []
+        for t in ts.tolist():
+            hits = (sched == t).nonzero().flatten().tolist()
+            if not hits:
+                raise ValueError(
+                    f"timestep={t!r} is not one of this schedule's timesteps "
+                    f"({sched.tolist()}); pass a value of scheduler.timesteps or call "
+                    "set_begin_index"
+                )
+            out.append(hits[1] if len(hits) > 1 else hits[0])
+        return out
+
+    def _start_indices(self, timestep, batch: int) -> list[int]:
+        """The call index per item for ``scale_noise`` / ``add_noise`` (diffusers' rule):
+        ``step_index`` inside a run, else ``begin_index``, else looked up from ``timestep``;
+        a look-up of one shared index before the first ``step`` becomes ``begin_index``
+        (pipelines slicing ``timesteps`` for strength < 1 call this before the loop)."""
+        if self._step_index is not None:
+            return [self._step_index] * batch
+        if self._begin_index is not None:
+            return [self._begin_index] * batch
+        idx = self._index_for_timestep(timestep)
+        if len(idx) == 1:
+            idx = idx * batch
+        if len(idx) != batch:
+            raise ValueError(
+                f"timestep must hold 1 or {batch} values (one per item of dim 0), "
+                f"got {len(idx)}"
+            )
+        if len(set(idx)) == 1:
+            self._begin_index = idx[0]
+        return idx
 
     @property
     def state_in_first_order(self) -> bool:
@@ -279,19 +325,30 @@ class FlowScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
         self._begin_index = None
 
     def scale_noise(self, sample, timestep, noise=None):
-        """Forward process ``σ·noise + (1 - σ)·sample`` at the first call's σ (``begin_index``
-        or the current step; with neither set, σ is looked up from ``timestep`` as diffusers
-        does, which syncs)."""
+        """Forward process ``σ·noise + (1 - σ)·sample`` (float32 for half precision, returned
+        in ``sample``'s dtype) at the σ of the model call that comes next.
+
+        That call is found as diffusers finds it: the current ``step_index`` inside a run,
+        else ``begin_index``, else each item's ``timestep`` is looked up in ``timesteps``
+        (this syncs, as in diffusers; an unknown value raises ``ValueError``). A look-up that
+        gives one index before the first ``step`` also sets ``begin_index``, so a pipeline that
+        slices ``timesteps`` for strength < 1 and noises its latents here (Wan video2video)
+        starts its loop at that call as the native scheduler does.
+        """
         if noise is None:
             raise ValueError("noise must be a tensor, got None")
-        if self._begin_index is not None or self._step_index is not None:
-            k = self._step_index if self._step_index is not None else self._begin_index
-            s = self._call_sigmas[k]
+        if noise.shape != sample.shape:
+            raise ValueError(f"noise must have sample's shape {tuple(sample.shape)}, "
+                             f"got {tuple(noise.shape)}")
+        idx = self._start_indices(timestep, sample.shape[0] if sample.dim() else 1)
+        wdt = torch.float64 if sample.dtype == torch.float64 else torch.float32
+        if len(set(idx)) == 1:  # one σ: a host scalar (no copy to the device)
+            sig = self._call_sigmas[idx[0]]
         else:
-            t = torch.as_tensor(timestep).reshape(-1)[:1].to(self.timesteps.device)
-            k = int((self.timesteps == t).nonzero()[0, 0])
-            s = self._call_sigmas[k]
-        return s * noise + (1.0 - s) * sample
+            sig = torch.tensor([self._call_sigmas[k] for k in idx], dtype=wdt,
+                               device=sample.device).reshape((-1,) + (1,) * (sample.dim() - 1))
+        out = sig * noise.to(wdt) + (1.0 - sig) * sample.to(wdt)
+        return out.to(sample.dtype)
 
     def step(self, model_output, timestep, sample, generator=None, return_dict: bool = True,
              **kwargs):
@@ -413,6 +470,36 @@ class VPScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
         """Identity (VP models take ``x`` as is)."""
         return sample
 
+    def add_noise(self, original_samples, noise, timesteps):
+        """VP forward process ``sqrt(abar_t)·x0 + sqrt(1 - abar_t)·noise`` at integer
+        ``timesteps`` (one per item of dim 0, or one for all), as
+        ``CogVideoXDDIMScheduler.add_noise``: ``abar`` gathered on the samples' device (no
+        sync), computed in float32 for half precision (diffusers: in the samples' dtype) and
+        returned in ``original_samples``' dtype.
+
+        After ``set_timesteps`` and before the first ``step`` with no ``begin_index`` set,
+        the call index of ``timesteps`` is also looked up (a sync, once) and becomes
+        ``begin_index`` when all items share it: a pipeline that slices ``timesteps`` for
+        strength < 1 and noises its latents here (CogVideoX video2video) then starts its loop
+        there, as the native scheduler (which reads the timestep value in ``step``) does.
+        """
+        if noise.shape != original_samples.shape:
+            raise ValueError(f"noise must have original_samples' shape "
+                             f"{tuple(original_samples.shape)}, got {tuple(noise.shape)}")
+        t = torch.as_tensor(timesteps, device=original_samples.device)
+        if t.is_floating_point():
+            raise TypeError(f"timesteps must be integers (indices of alphas_cumprod), got "
+                            f"dtype {t.dtype}; with s_churn the loop's fractional timesteps "
+                            "are not table entries: call set_begin_index instead")
+        t = t.reshape(-1)
+        if self._plan is not None and self._step_index is None and self._begin_index is None:
+            self._start_indices(t, original_samples.shape[0])
+        wdt = torch.float64 if original_samples.dtype == torch.float64 else torch.float32
+        ab = self.alphas_cumprod.to(original_samples.device)[t].to(wdt)
+        ab = ab.reshape((-1,) + (1,) * (original_samples.dim() - 1))
+        out = ab.sqrt() * original_samples.to(wdt) + (1 - ab).sqrt() * noise.to(wdt)
+        return out.to(original_samples.dtype)
+
     def _spacing(self, n: int) -> np.ndarray:
         cfg = self.config
         big_n = cfg.num_train_timesteps
@@ -487,7 +574,8 @@ class VPScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
         Computed in float32 for half-precision input (diffusers' DDIM computes in the
         sample's dtype) and returned in ``sample``'s dtype. ``eta`` must be 0 (deterministic
         DDIM); churn noise comes from ``s_churn`` in the config and is drawn with
-        ``generator``.
+        ``generator``. Returns ``DDIMSchedulerOutput(prev_sample, pred_original_sample)``
+        (or that tuple), the second being this call's prediction of ``x0``, as diffusers.
         """
         if eta:
             _unsupported("eta", eta, "VPScheduler (stochastic DDIM); use s_churn")
@@ -508,6 +596,7 @@ class VPScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
             s = math.sqrt((1 - ab) / ab)
             x_edm = x / math.sqrt(ab) + (sp - s) * 0.5 * (d0 + d1)
             prev = math.sqrt(abp) * x_edm
+            den = den2
         else:
             den = self._x0(model_output, sample, ab)
             prev = a * sample + b * den  # DDIM η = 0 = EDM Euler
@@ -523,10 +612,10 @@ class VPScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
             ab_old, ab_new = 1 / (1 + sig * sig), 1 / (1 + sig_hat * sig_hat)
             prev = math.sqrt(ab_new) * (prev / math.sqrt(ab_old) + std * eps)
         self._step_index = k + 1
-        prev = prev.to(dtype)
+        prev, den = prev.to(dtype), den.to(dtype)
         if not return_dict:
-            return (prev, None)
-        return SchedulerOutput(prev_sample=prev)
+            return (prev, den)
+        return DDIMSchedulerOutput(prev_sample=prev, pred_original_sample=den)
 
 
 # ----------------------------------------------------------------------------- adapters

@@ -1,0 +1,271 @@
+"""vidnoise.diffusers used as pipelines and users use a diffusers scheduler, beyond
+set_timesteps/step: partial schedules (strength < 1), scale_noise / add_noise, begin_index,
+repeated set_timesteps, interrupted loops, config round trips, output classes, half precision,
+B = 0 and meta tensors. Every check is against the native diffusers scheduler run here.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+D = pytest.importorskip("diffusers")
+
+from vidnoise.diffusers import FlowScheduler, VPScheduler  # noqa: E402
+
+FM = D.FlowMatchEulerDiscreteScheduler
+COG = D.CogVideoXDDIMScheduler
+COG_CFG = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+               clip_sample=False, prediction_type="v_prediction", rescale_betas_zero_snr=True,
+               set_alpha_to_one=True, snr_shift_scale=3.0, timestep_spacing="trailing",
+               steps_offset=0)
+
+
+def _pair(flow=True, **cfg):
+    nat = FM(**cfg) if flow else COG(**{**COG_CFG, **cfg})
+    ours = (FlowScheduler if flow else VPScheduler).from_config(nat.config)
+    return nat, ours
+
+
+def _model(x, t):
+    """A cheap deterministic stand-in for a transformer (depends on x and t)."""
+    return 0.3 * x + 0.001 * t.float().reshape(-1)[0] - 0.2
+
+
+def _data(shape=(2, 4, 3, 5, 6), dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g).to(dtype), torch.randn(shape, generator=g).to(dtype))
+
+
+def _begin(s, k=0):
+    """set_begin_index where the scheduler has it (CogVideoXDDIMScheduler has none: it reads
+    the timestep value in step)."""
+    if hasattr(s, "set_begin_index"):
+        s.set_begin_index(k)
+
+
+def _video2video(s, steps, t_start, x0, noise, *, flow=True, **kw):
+    """The loop of WanVideoToVideoPipeline / CogVideoXVideoToVideoPipeline for strength < 1:
+    slice ``timesteps[t_start * order:]``, noise the data at the first kept timestep (no
+    set_begin_index), then step through the kept timesteps."""
+    s.set_timesteps(steps, **kw)
+    ts = s.timesteps[t_start * s.order:]
+    lt = ts[:1].repeat(x0.shape[0])
+    lat = s.scale_noise(x0, lt, noise) if flow else s.add_noise(x0, noise, lt)
+    for t in ts:
+        lat = s.step(_model(lat, t), t, lat, return_dict=False)[0]
+    return lat
+
+
+# ---------------------------------------------------------------- partial schedules
+@pytest.mark.parametrize("cfg", [dict(shift=3.0), dict(shift=5.0, invert_sigmas=True),
+                                 dict(use_dynamic_shifting=True, shift_terminal=0.1)])
+@pytest.mark.parametrize("t_start", [1, 4, 9])
+def test_flow_strength_below_one_matches_native(cfg, t_start):
+    """Wan video2video slices timesteps without set_begin_index; the native scheduler finds
+    the start from the timestep value. Before: the counter started at 0 (max diff 0.08)."""
+    kw = dict(mu=0.7) if cfg.get("use_dynamic_shifting") else {}
+    nat, ours = _pair(**cfg)
+    x0, noise = _data()
+    ref = _video2video(nat, 10, t_start, x0, noise, **kw)
+    got = _video2video(ours, 10, t_start, x0, noise, **kw)
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+    assert ours.step_index == nat.step_index == 10
+
+
+@pytest.mark.parametrize("solver", ["heun", "midpoint"])
+def test_two_call_solver_slice_starts_at_a_step(solver):
+    """With order 2, ``timesteps[k*2:]`` starts at step k's first call: Heun lists t_k twice
+    (corrector of step k-1, predictor of step k); diffusers' rule takes the second."""
+    s = FlowScheduler(shift=3.0, solver=solver)
+    x0, noise = _data()
+    got = _video2video(s, 6, 2, x0, noise)
+    assert s.begin_index == 4
+    ref = FlowScheduler(shift=3.0, solver=solver)
+    ref.set_timesteps(6)
+    ref.set_begin_index(4)
+    lat = ref.scale_noise(x0, ref.timesteps[4:5], noise)
+    for t in ref.timesteps[4:]:
+        lat = ref.step(_model(lat, t), t, lat).prev_sample
+    torch.testing.assert_close(got, lat, rtol=0, atol=0)
+
+
+def test_scale_noise_per_item_timesteps_match_native():
+    """Training-style use: one timestep per item. Before: every item got item 0's σ."""
+    nat, ours = _pair(shift=3.0)
+    for s in (nat, ours):
+        s.set_timesteps(10)
+    x0, noise = _data((3, 4, 2, 2))
+    idx = [1, 7, 9]
+    ref = nat.scale_noise(x0, nat.timesteps[idx], noise)
+    got = ours.scale_noise(x0, ours.timesteps[idx], noise)
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+    assert ours.begin_index is None  # mixed indices set no start
+
+
+def test_scale_noise_bad_inputs_are_named():
+    s = FlowScheduler(shift=3.0)
+    s.set_timesteps(4)
+    x0, noise = _data((2, 3))
+    with pytest.raises(ValueError, match=r"timestep=123\.0.*scheduler\.timesteps"):
+        s.scale_noise(x0, torch.tensor([123.0, 123.0]), noise)  # before: IndexError
+    with pytest.raises(ValueError, match="noise must have sample's shape"):
+        s.scale_noise(x0, s.timesteps[:1], noise[:1])
+    with pytest.raises(ValueError, match="1 or 2 values"):
+        s.scale_noise(x0, s.timesteps[:3], noise)
+    with pytest.raises(ValueError, match="set_timesteps"):
+        FlowScheduler().scale_noise(x0, torch.tensor([1000.0]), noise)
+
+
+def test_scale_noise_inside_a_run_uses_step_index():
+    """Inpainting-style: scale_noise after some steps noises at the current call's σ."""
+    nat, ours = _pair(shift=3.0)
+    x0, noise = _data((2, 3, 4))
+    outs = []
+    for s in (nat, ours):
+        s.set_timesteps(8)
+        s.set_begin_index(0)
+        lat = noise.clone()
+        for t in s.timesteps[:3]:
+            lat = s.step(_model(lat, t), t, lat).prev_sample
+        outs.append(s.scale_noise(x0, s.timesteps[3:4].repeat(2), noise))
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------- VP (CogVideoX)
+def test_vp_add_noise_matches_native():
+    """CogVideoX video2video calls scheduler.add_noise. Before: AttributeError."""
+    nat, ours = _pair(flow=False)
+    x0, noise = _data((3, 4, 2, 2))
+    t = torch.tensor([0, 500, 999])
+    torch.testing.assert_close(ours.add_noise(x0, noise, t), nat.add_noise(x0, noise, t),
+                               rtol=1e-6, atol=1e-6)
+    with pytest.raises(TypeError, match="timesteps must be integers"):
+        ours.add_noise(x0, noise, torch.tensor([1.5, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="noise must have"):
+        ours.add_noise(x0, noise[:1], t)
+
+
+@pytest.mark.parametrize("t_start", [0, 3, 9])
+def test_vp_strength_below_one_matches_native(t_start):
+    """CogVideoX video2video: sliced timesteps, add_noise, no set_begin_index; the native
+    DDIM reads the timestep value in step. Before: AttributeError (no add_noise)."""
+    nat, ours = _pair(flow=False)
+    x0, noise = _data()
+    ref = _video2video(nat, 10, t_start, x0, noise, flow=False)
+    got = _video2video(ours, 10, t_start, x0, noise, flow=False)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_vp_step_returns_pred_original_sample():
+    """DDIM's output carries pred_original_sample (x0). Before: absent / None."""
+    nat, ours = _pair(flow=False)
+    x, _ = _data((1, 4, 2, 3))
+    for s in (nat, ours):
+        s.set_timesteps(5)
+    for t in nat.timesteps:
+        a = nat.step(_model(x, t), t, x)
+        b = ours.step(_model(x, t), t, x)
+        torch.testing.assert_close(b.pred_original_sample, a.pred_original_sample,
+                                   rtol=1e-5, atol=1e-5)
+        tup = ours.__class__.from_config(ours.config)
+        tup.set_timesteps(5)
+        assert len(tup.step(_model(x, t), t, x, return_dict=False)) == 2
+        x = a.prev_sample
+
+
+# ---------------------------------------------------------------- state and API
+@pytest.mark.parametrize("flow", [True, False])
+def test_set_timesteps_twice_and_interrupted_loop_reset(flow):
+    """A loop stopped half way, then set_timesteps again: the counter restarts as native."""
+    nat, ours = _pair(flow)
+    x, _ = _data((1, 3, 4))
+    for s in (nat, ours):
+        s.set_timesteps(6)
+        _begin(s)
+        lat = x.clone()
+        for t in s.timesteps[:3]:
+            lat = s.step(_model(lat, t), t, lat).prev_sample
+        s.set_timesteps(4)
+        assert s.num_inference_steps == 4
+        if hasattr(s, "begin_index"):
+            assert s.step_index is None and s.begin_index is None
+    outs = []
+    for s in (nat, ours):
+        lat = x.clone()
+        for t in s.timesteps:
+            lat = s.step(_model(lat, t), t, lat).prev_sample
+        outs.append(lat)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+
+
+def test_timesteps_and_sigmas_dtype_device_match_native():
+    nat, ours = _pair(shift=3.0)
+    for s in (nat, ours):
+        s.set_timesteps(7, device="meta")
+    for name in ("timesteps", "sigmas"):
+        a, b = getattr(nat, name), getattr(ours, name)
+        assert (a.dtype, a.device, a.shape) == (b.dtype, b.device, b.shape), name
+    nat, ours = _pair(flow=False)
+    for s in (nat, ours):
+        s.set_timesteps(7, device="meta")
+    assert (nat.timesteps.dtype, nat.timesteps.device) == (ours.timesteps.dtype,
+                                                           ours.timesteps.device)
+    assert ours.init_noise_sigma == nat.init_noise_sigma
+    x = torch.randn(2, 3)
+    assert ours.scale_model_input(x, 5) is x
+
+
+@pytest.mark.parametrize("flow", [True, False])
+def test_config_round_trips(flow, tmp_path):
+    """save_config / from_pretrained, and native -> ours -> native keep every native key."""
+    nat, ours = _pair(flow, **({"shift": 7.0} if flow else {}))
+    ours.save_config(tmp_path)
+    again = type(ours).from_pretrained(tmp_path)
+    assert {k: v for k, v in again.config.items() if not k.startswith("_")} == \
+        {k: v for k, v in ours.config.items() if not k.startswith("_")}
+    back = type(nat).from_config(ours.config)
+    for k, v in nat.config.items():
+        if not k.startswith("_"):
+            assert back.config[k] == v, k
+
+
+@pytest.mark.parametrize("flow", [True, False])
+@pytest.mark.parametrize("shape", [(0, 4, 2, 3), (2, 4, 2, 3)])
+def test_half_precision_and_empty_batch_follow_native(flow, shape):
+    """bf16 latents: ours steps in float32 (closer to the float32 run than the native VP
+    DDIM, which works in bf16); the flow native also works in float32, so it matches to
+    bf16 rounding of the result (one ulp, 2^-8 relative). B = 0 passes through."""
+    nat, ours = _pair(flow)
+    x, _ = _data(shape)
+    res = {}
+    for dt in (torch.float32, torch.bfloat16):
+        for name, s in (("nat", nat), ("ours", ours)):
+            s.set_timesteps(4)
+            _begin(s)
+            lat = x.to(dt)
+            for t in s.timesteps:
+                lat = s.step(_model(lat, t).to(dt), t, lat).prev_sample
+            assert lat.dtype == dt and lat.shape == shape
+            res[name, dt] = lat.float()
+    if shape[0] == 0:
+        return
+    torch.testing.assert_close(res["ours", torch.float32], res["nat", torch.float32],
+                               rtol=1e-5, atol=1e-5)
+    err_ours = (res["ours", torch.bfloat16] - res["nat", torch.float32]).abs().max()
+    err_nat = (res["nat", torch.bfloat16] - res["nat", torch.float32]).abs().max()
+    assert err_ours <= err_nat + 2**-7 * res["nat", torch.float32].abs().max()
+
+
+def test_scale_noise_and_add_noise_are_sync_free_inside_a_run_on_meta():
+    """With begin_index set (as Wan/Mochi/HunyuanVideo pipelines do) no value is read."""
+    s = FlowScheduler(shift=3.0)
+    s.set_timesteps(5, device="meta")
+    s.set_begin_index(2)
+    x = torch.empty(2, 3, device="meta")
+    assert s.scale_noise(x, s.timesteps[2:3], torch.empty_like(x)).device.type == "meta"
+    v = VPScheduler.from_config(COG_CFG)
+    v.set_timesteps(5, device="meta")
+    v.set_begin_index(0)
+    t = torch.empty(2, dtype=torch.int64, device="meta")
+    assert v.add_noise(x, torch.empty_like(x), t).device.type == "meta"
