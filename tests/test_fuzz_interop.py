@@ -269,3 +269,165 @@ def test_scale_noise_and_add_noise_are_sync_free_inside_a_run_on_meta():
     v.set_begin_index(0)
     t = torch.empty(2, dtype=torch.int64, device="meta")
     assert v.add_noise(x, torch.empty_like(x), t).device.type == "meta"
+
+
+def test_scale_noise_after_the_last_step_is_the_end_sigma():
+    """After a full run the next call index is past the schedule: σ = end (0), as native.
+    Before: IndexError."""
+    nat, ours = _pair(shift=3.0)
+    x0, noise = _data((2, 3))
+    outs = []
+    for s in (nat, ours):
+        s.set_timesteps(3)
+        s.set_begin_index(0)
+        lat = noise.clone()
+        for t in s.timesteps:
+            lat = s.step(_model(lat, t), t, lat).prev_sample
+        outs.append(s.scale_noise(x0, s.timesteps[:1].repeat(2), noise))
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=0)
+    torch.testing.assert_close(outs[1], x0, rtol=0, atol=0)
+
+
+def test_index_for_timestep_and_get_velocity_match_native():
+    nat, ours = _pair(shift=3.0)
+    for s in (nat, ours):
+        s.set_timesteps(6)
+    for k in range(6):
+        assert ours.index_for_timestep(ours.timesteps[k]) == nat.index_for_timestep(
+            nat.timesteps[k]) == k
+    nat, ours = _pair(flow=False)
+    x0, noise = _data((3, 4, 2))
+    t = torch.tensor([0, 400, 999])
+    torch.testing.assert_close(ours.get_velocity(x0, noise, t), nat.get_velocity(x0, noise, t),
+                               rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------- per-token timesteps
+@pytest.mark.parametrize("shape", [(2, 12, 8), (1, 5, 3)])
+def test_per_token_timesteps_match_native(shape):
+    """LTX-Video's condition pipeline passes per_token_timesteps (conditioning tokens at
+    t = 0, the rest at t). Before: ValueError (unsupported), so that pipeline could not run."""
+    cfg = dict(use_dynamic_shifting=True, shift_terminal=0.1, base_shift=0.95, max_shift=2.05,
+               base_image_seq_len=1024, max_image_seq_len=4096)
+    nat, ours = _pair(**cfg)
+    x, _ = _data(shape)
+    res = []
+    for s in (nat, ours):
+        s.set_timesteps(6, mu=1.2)
+        lat = x.clone()
+        for t in s.timesteps:
+            ptt = t.expand(shape[:2]).clone()
+            ptt[:, :2] = 0.0  # conditioning tokens
+            lat = s.step(-(0.3 * lat + 0.1), t, lat, per_token_timesteps=ptt,
+                         return_dict=False)[0]
+        res.append(lat)
+    torch.testing.assert_close(res[1], res[0], rtol=0, atol=0)
+    s = FlowScheduler(solver="heun")
+    s.set_timesteps(3)
+    with pytest.raises(ValueError, match="per_token_timesteps.*euler"):
+        s.step(x, s.timesteps[0], x, per_token_timesteps=torch.zeros(shape[:2]))
+    s = FlowScheduler()
+    s.set_timesteps(3)
+    with pytest.raises(ValueError, match="per_token_timesteps must broadcast"):
+        s.step(x, s.timesteps[0], x, per_token_timesteps=torch.zeros(shape[0], 99))
+
+
+# ---------------------------------------------------------------- real pipelines (slow)
+def _frames(n, size, seed=0):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray((rng.random((size, size, 3)) * 255).astype("uint8"))
+            for _ in range(n)]
+
+
+def _both(pipe, native, ours, **kw):
+    outs = []
+    for s in (native, ours):
+        pipe.scheduler = s
+        with torch.no_grad():
+            outs.append(pipe(generator=torch.Generator().manual_seed(0), output_type="latent",
+                             **kw).frames)
+    return outs
+
+
+@pytest.mark.slow
+def test_wan_video2video_strength_half_matches_native():
+    """WanVideoToVideoPipeline, strength 0.5. Before: max diff 1.42 (latents of max 3.8)."""
+    torch.manual_seed(0)
+    tr = D.WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
+        out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32).eval()
+    vae = D.AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                             temperal_downsample=[False, True, True]).eval()
+    sched = FM(shift=7.0)
+    pipe = D.WanVideoToVideoPipeline(tokenizer=None, text_encoder=None, transformer=tr,
+                                     vae=vae, scheduler=sched)
+    pipe.set_progress_bar_config(disable=True)
+    g = torch.Generator().manual_seed(1)
+    pe, ne = torch.randn(1, 8, 32, generator=g), torch.randn(1, 8, 32, generator=g)
+    for strength in (0.5, 0.75):
+        ref, got = _both(pipe, sched, FlowScheduler.from_config(sched.config),
+                         video=_frames(5, 32), prompt_embeds=pe, negative_prompt_embeds=ne,
+                         height=32, width=32, num_inference_steps=4, strength=strength,
+                         guidance_scale=5.0)
+        assert float((got - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
+
+
+@pytest.mark.slow
+def test_cogvideox_video2video_strength_half_matches_native():
+    """CogVideoXVideoToVideoPipeline (add_noise, sliced timesteps). Before: AttributeError."""
+    torch.manual_seed(0)
+    tr = D.CogVideoXTransformer3DModel(
+        num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=4,
+        time_embed_dim=2, text_embed_dim=32, num_layers=1, sample_width=2, sample_height=2,
+        sample_frames=9, patch_size=2, temporal_compression_ratio=4,
+        max_text_seq_length=16).eval()
+    vae = D.AutoencoderKLCogVideoX(
+        in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8),
+        latent_channels=4, layers_per_block=1, norm_num_groups=2,
+        temporal_compression_ratio=4).eval()
+    sched = COG(**COG_CFG)
+    pipe = D.CogVideoXVideoToVideoPipeline(tokenizer=None, text_encoder=None, vae=vae,
+                                           transformer=tr, scheduler=sched)
+    pipe.set_progress_bar_config(disable=True)
+    g = torch.Generator().manual_seed(5)
+    pe, ne = torch.randn(1, 16, 32, generator=g), torch.randn(1, 16, 32, generator=g)
+    ref, got = _both(pipe, sched, VPScheduler.from_config(sched.config), video=_frames(9, 16),
+                     prompt_embeds=pe, negative_prompt_embeds=ne, height=16, width=16,
+                     num_inference_steps=4, strength=0.5, guidance_scale=6.0)
+    assert float((got - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
+
+
+@pytest.mark.slow
+def test_ltx_condition_pipeline_with_image_matches_native():
+    """LTXConditionPipeline (per-token timesteps, an image condition). Before: ValueError."""
+    torch.manual_seed(0)
+    tr = D.LTXVideoTransformer3DModel(
+        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4,
+        attention_head_dim=8, cross_attention_dim=32, num_layers=1, caption_channels=32).eval()
+    vae = D.AutoencoderKLLTXVideo(
+        in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False),
+        decoder_inject_noise=(False,) * 5, upsample_residual=(False,) * 4,
+        upsample_factor=(1,) * 4, timestep_conditioning=False, patch_size=1, patch_size_t=1,
+        encoder_causal=True, decoder_causal=False).eval()
+    sched = FM()  # the condition pipeline passes linear-quadratic timesteps, no mu
+    pipe = D.LTXConditionPipeline(scheduler=sched, vae=vae, text_encoder=None, tokenizer=None,
+                                  transformer=tr)
+    pipe.set_progress_bar_config(disable=True)
+    g = torch.Generator().manual_seed(4)
+    m = torch.ones(1, 8)
+    ref, got = _both(pipe, sched, FlowScheduler.from_config(sched.config),
+                     image=_frames(1, 32)[0], prompt_embeds=torch.randn(1, 8, 32, generator=g),
+                     prompt_attention_mask=m,
+                     negative_prompt_embeds=torch.randn(1, 8, 32, generator=g),
+                     negative_prompt_attention_mask=m, height=32, width=32, num_frames=9,
+                     num_inference_steps=4, guidance_scale=3.0)
+    assert float((got - ref).abs().max()) <= 1e-5 * float(ref.abs().max())

@@ -95,7 +95,12 @@ class _CounterMixin:
             )
         return k
 
-    def _index_for_timestep(self, timestep) -> list[int]:
+    def index_for_timestep(self, timestep, schedule_timesteps=None) -> int:
+        """The call index of one ``timestep`` in ``schedule_timesteps`` (default
+        ``timesteps``), by diffusers' rule (the second of two equal values); syncs."""
+        return self._index_for_timestep(timestep, schedule_timesteps)[0]
+
+    def _index_for_timestep(self, timestep, schedule_timesteps=None) -> list[int]:
         """Call indices of ``timestep`` (a number or tensor, one per item) in ``timesteps``.
 
         diffusers' rule (``FlowMatchEulerDiscreteScheduler.index_for_timestep``): where a value
@@ -103,9 +108,10 @@ class _CounterMixin:
         so a schedule sliced at ``timesteps[k*order:]`` starts at a step's first call. Syncs
         with the device (``nonzero``); used only where no index was set.
         """
-        if self._plan is None:
+        if schedule_timesteps is None and self._plan is None:
             raise ValueError(f"{type(self).__name__}.set_timesteps must be called first")
-        sched = self.timesteps.detach().to("cpu", torch.float64)
+        sched = self.timesteps if schedule_timesteps is None else schedule_timesteps
+        sched = torch.as_tensor(sched).detach().to("cpu", torch.float64)
         ts = torch.as_tensor(timestep).detach().to("cpu", torch.float64).reshape(-1)
         out = []
         for t in ts.tolist():
@@ -342,10 +348,11 @@ class FlowScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
                              f"got {tuple(noise.shape)}")
         idx = self._start_indices(timestep, sample.shape[0] if sample.dim() else 1)
         wdt = torch.float64 if sample.dtype == torch.float64 else torch.float32
+        call_sig = self._call_sigmas + [self._nodes[-1]]  # after the last call: the end
         if len(set(idx)) == 1:  # one σ: a host scalar (no copy to the device)
-            sig = self._call_sigmas[idx[0]]
+            sig = call_sig[idx[0]]
         else:
-            sig = torch.tensor([self._call_sigmas[k] for k in idx], dtype=wdt,
+            sig = torch.tensor([call_sig[k] for k in idx], dtype=wdt,
                                device=sample.device).reshape((-1,) + (1,) * (sample.dim() - 1))
         out = sig * noise.to(wdt) + (1.0 - sig) * sample.to(wdt)
         return out.to(sample.dtype)
@@ -356,11 +363,32 @@ class FlowScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
 
         Computed in float32 (float64 stays float64) and returned in ``model_output``'s
         dtype, as the native scheduler does. Extra keyword arguments of the native ``step``
-        (``s_churn`` ...) are accepted and ignored; ``per_token_timesteps`` raises.
+        (``s_churn`` ...) are accepted and ignored.
+
+        ``per_token_timesteps`` (LTX-Video's condition pipeline: one timestep per token,
+        ``(B, S)`` or broadcastable ``(B, 1)`` for a packed ``(B, S, C)`` sample),
+        ``solver="euler"`` only: each token steps from its own ``σ_tok = t_tok / N`` to the
+        largest grid σ below ``σ_tok - 1e-6``: ``x' = x + (σ_tok - σ_below)·out`` (the
+        caller passes the negated velocity), kept in float32, exactly as the native
+        scheduler; tensor ops only, no sync.
         """
-        if kwargs.get("per_token_timesteps") is not None:
-            _unsupported("per_token_timesteps", "a tensor", "FlowScheduler.step")
+        ptt = kwargs.get("per_token_timesteps")
         k = self._next_call()
+        if ptt is not None:
+            if self.config.solver != "euler":
+                _unsupported("per_token_timesteps", "a tensor",
+                             f"FlowScheduler(solver={self.config.solver!r}); use 'euler'")
+            lead = tuple(sample.shape[:ptt.dim()])
+            if ptt.dim() >= sample.dim() or any(a not in (1, b) for a, b in zip(ptt.shape, lead)):
+                raise ValueError(f"per_token_timesteps must broadcast to sample's leading shape "
+                                 f"{lead} (one timestep per token), got {tuple(ptt.shape)}")
+            tok = ptt / self.config.num_train_timesteps
+            grid = self.sigmas.to(tok.device).reshape((-1,) + (1,) * tok.dim())
+            below = ((grid < tok.unsqueeze(0) - 1e-6) * grid).amax(dim=0)
+            dt = (tok - below).unsqueeze(-1)
+            self._step_index = k + 1
+            prev = sample.to(torch.float32) + dt * model_output
+            return (prev,) if not return_dict else SchedulerOutput(prev_sample=prev)
         kind, h, _ = self._plan[k]
         wdt = torch.float64 if sample.dtype == torch.float64 else torch.float32
         x = sample.to(wdt)
@@ -499,6 +527,22 @@ class VPScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
         ab = ab.reshape((-1,) + (1,) * (original_samples.dim() - 1))
         out = ab.sqrt() * original_samples.to(wdt) + (1 - ab).sqrt() * noise.to(wdt)
         return out.to(original_samples.dtype)
+
+    def get_velocity(self, sample, noise, timesteps):
+        """The v-prediction target ``sqrt(abar_t)·noise - sqrt(1 - abar_t)·sample`` at integer
+        ``timesteps`` (one per item), as ``CogVideoXDDIMScheduler.get_velocity``; float32 for
+        half precision, returned in ``sample``'s dtype."""
+        if noise.shape != sample.shape:
+            raise ValueError(f"noise must have sample's shape {tuple(sample.shape)}, "
+                             f"got {tuple(noise.shape)}")
+        t = torch.as_tensor(timesteps, device=sample.device).reshape(-1)
+        if t.is_floating_point():
+            raise TypeError(f"timesteps must be integers (indices of alphas_cumprod), got "
+                            f"dtype {t.dtype}")
+        wdt = torch.float64 if sample.dtype == torch.float64 else torch.float32
+        ab = self.alphas_cumprod.to(sample.device)[t].to(wdt)
+        ab = ab.reshape((-1,) + (1,) * (sample.dim() - 1))
+        return (ab.sqrt() * noise.to(wdt) - (1 - ab).sqrt() * sample.to(wdt)).to(sample.dtype)
 
     def _spacing(self, n: int) -> np.ndarray:
         cfg = self.config
