@@ -176,8 +176,10 @@ class FlowScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
     in the inverted (Mochi) coordinates too.
 
     ``step`` ignores the ``timestep`` value: it counts calls from ``begin_index`` (0 if the
-    pipeline set none), so it never syncs with the device. Config keys of diffusers' features
-    vidnoise does not implement (Karras / exponential / beta sigmas, stochastic sampling)
+    pipeline set none), so it never syncs with the device. A loop over a cut schedule
+    (strength < 1) starts where ``set_begin_index`` says, or where ``scale_noise`` found its
+    ``timestep`` before the first ``step`` (``docs/math.md §12``). Config keys of diffusers'
+    features vidnoise does not implement (Karras / exponential / beta sigmas, stochastic sampling)
     raise ``ValueError`` when set.
     """
 
