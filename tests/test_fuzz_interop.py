@@ -431,3 +431,41 @@ def test_ltx_condition_pipeline_with_image_matches_native():
                      negative_prompt_attention_mask=m, height=32, width=32, num_frames=9,
                      num_inference_steps=4, guidance_scale=3.0)
     assert float((got - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
+
+
+# ---------------------------------------------------------------- adapters
+class _Stub(torch.nn.Module):
+    """A transformer stand-in that insists on diffusers' (B,) timestep."""
+
+    def forward(self, hidden_states, timestep, return_dict=False, **kw):
+        assert timestep.dim() == 1 and timestep.shape[0] == hidden_states.shape[0], \
+            tuple(timestep.shape)
+        t = timestep.reshape((-1,) + (1,) * (hidden_states.dim() - 1))
+        return ((0.5 * hidden_states + t / 1000).to(hidden_states.dtype),)
+
+
+def _adapters():
+    from vidnoise.diffusers import as_denoiser, as_flow_model
+    from vidnoise.paths import VPPath
+
+    ab = VPPath().alpha_bar
+    return [as_flow_model(_Stub()), as_flow_model(_Stub(), guidance_scale=2.0),
+            as_denoiser(_Stub(), ab), as_denoiser(_Stub(), ab, guidance_scale=2.0)]
+
+
+@pytest.mark.parametrize("k", range(4))
+def test_adapters_take_float_and_0d_sigma(k):
+    """Before: a float or 0-d σ crashed (AttributeError / cat of 0-d tensors) or reached the
+    transformer as a 0-d timestep."""
+    f = _adapters()[k]
+    x, _ = _data((2, 3, 4))
+    ref = f(x, torch.tensor([0.5, 0.5]))
+    for s in (0.5, torch.tensor(0.5), torch.tensor([0.5]),
+              torch.tensor([0.5], dtype=torch.float64)):
+        torch.testing.assert_close(f(x, s), ref, rtol=1e-6, atol=1e-6)
+    assert f(x[:0], torch.zeros(0) + 0.5).shape == (0, 3, 4)
+    for bad in (torch.full((3,), 0.5), torch.full((2, 2), 0.5)):
+        with pytest.raises(ValueError, match=r"sigma must be .*\(B,\) = \(2,\)"):
+            f(x, bad)
+    with pytest.raises(ValueError, match="sigma"):
+        f(x, -1.0)

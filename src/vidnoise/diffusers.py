@@ -669,6 +669,32 @@ def _is_mochi(transformer) -> bool:
     return type(transformer).__name__.startswith("Mochi")
 
 
+def _sigma_batch(sigma, x) -> torch.Tensor:
+    """``sigma`` (a float, 0-d, (1,) or (B,) tensor) as a (B,) tensor on ``x``'s device, the
+    timestep shape diffusers transformers take (float32 unless ``sigma`` is float64)."""
+    if not isinstance(x, torch.Tensor) or x.dim() == 0:
+        raise TypeError(f"x must be a tensor with a batch dim 0, got {type(x).__name__}"
+                        + (f" of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else ""))
+    batch = x.shape[0]
+    if not isinstance(sigma, torch.Tensor):
+        sigma = torch.tensor(check_float("sigma", sigma, low=0.0, allow_inf=True),
+                             dtype=torch.float32)
+    if sigma.is_complex() or sigma.dtype == torch.bool:
+        _bad_sigma(sigma, batch)
+    if not sigma.is_floating_point():
+        sigma = sigma.to(torch.float32)
+    if sigma.dim() > 1 or (sigma.dim() == 1 and sigma.shape[0] not in (1, batch)):
+        _bad_sigma(sigma, batch)
+    return sigma.to(x.device).reshape(-1).expand(batch)
+
+
+def _bad_sigma(sigma, batch):
+    raise ValueError(
+        f"sigma must be a float, a 0-d tensor or a tensor of shape (B,) = ({batch},) (one "
+        f"level per item), got dtype {sigma.dtype} and shape {tuple(sigma.shape)}"
+    )
+
+
 def _guided(transformer, x, t, guidance_scale, call_kwargs):
     if guidance_scale is None:
         return transformer(hidden_states=x, timestep=t, return_dict=False, **call_kwargs)[0]
@@ -689,7 +715,8 @@ def as_flow_model(transformer, *, mochi: bool | None = None, num_train_timesteps
     (:func:`vidnoise.conventions.sigma_to_mochi_timestep`, ``mochi_to_velocity``).
     ``guidance_scale``: batched classifier-free guidance; then ``call_kwargs`` hold the
     conditioning for ``[uncond; cond]`` (batch 2B) and ``v = v_u + g (v_c - v_u)``.
-    The timestep is passed in ``sigma``'s dtype (float32 from the samplers).
+    The timestep is passed in ``sigma``'s dtype (float32 from the samplers) with shape
+    ``(B,)``: ``sigma`` may be a float, a 0-d, ``(1,)`` or ``(B,)`` tensor.
     """
     check_callable("transformer", transformer)
     big_n = check_int("num_train_timesteps", num_train_timesteps, minimum=1)
@@ -700,6 +727,7 @@ def as_flow_model(transformer, *, mochi: bool | None = None, num_train_timesteps
         guidance_scale = check_float("guidance_scale", guidance_scale)
 
     def model(x, sigma):
+        sigma = _sigma_batch(sigma, x)
         t = (1.0 - sigma) * big_n if mochi else sigma * big_n
         out = _guided(transformer, x, t, guidance_scale, call_kwargs)
         return -out if mochi else out
@@ -720,7 +748,8 @@ def as_denoiser(transformer, alphas_cumprod, prediction: str = "v", *,
     a sync. σ above the table's largest finite σ maps to the last timestep. ``prediction``:
     ``"v"`` (``x0 = sqrt(abar) x_vp - sqrt(1-abar) out``) or ``"epsilon"``
     (``x0 = (x_vp - sqrt(1-abar) out)/sqrt(abar)``). ``guidance_scale`` as in
-    :func:`as_flow_model` ([uncond; cond]).
+    :func:`as_flow_model` ([uncond; cond]). ``sigma``: a float, a 0-d, ``(1,)`` or ``(B,)``
+    tensor (the transformer gets a ``(B,)`` timestep).
     """
     check_callable("transformer", transformer)
     check_choice("prediction", prediction, ("v", "epsilon"))
@@ -753,6 +782,7 @@ def as_denoiser(transformer, alphas_cumprod, prediction: str = "v", *,
         return t
 
     def denoiser(x, sigma):
+        sigma = _sigma_batch(sigma, x)
         s64 = sigma.to(torch.float64)
         abar = 1.0 / (1.0 + s64 * s64)
         shape = (-1,) + (1,) * (x.dim() - 1)
