@@ -469,3 +469,16 @@ def test_adapters_take_float_and_0d_sigma(k):
             f(x, bad)
     with pytest.raises(ValueError, match="sigma"):
         f(x, -1.0)
+
+
+def test_vp_add_noise_off_the_schedule_after_set_timesteps():
+    """Training-style add_noise at any integer t still works after set_timesteps (the
+    start look-up is best effort) and sets no begin_index."""
+    nat, ours = _pair(flow=False)
+    for s in (nat, ours):
+        s.set_timesteps(10)
+    x0, noise = _data((2, 3))
+    t = torch.tensor([5, 500])
+    torch.testing.assert_close(ours.add_noise(x0, noise, t), nat.add_noise(x0, noise, t),
+                               rtol=1e-6, atol=1e-6)
+    assert ours.begin_index is None

@@ -509,9 +509,10 @@ class VPScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
 
         After ``set_timesteps`` and before the first ``step`` with no ``begin_index`` set,
         the call index of ``timesteps`` is also looked up (a sync, once) and becomes
-        ``begin_index`` when all items share it: a pipeline that slices ``timesteps`` for
-        strength < 1 and noises its latents here (CogVideoX video2video) then starts its loop
-        there, as the native scheduler (which reads the timestep value in ``step``) does.
+        ``begin_index`` when all items share it (values off the schedule set none): a
+        pipeline that slices ``timesteps`` for strength < 1 and noises its latents here
+        (CogVideoX video2video) then starts its loop there, as the native scheduler (which
+        reads the timestep value in ``step``) does.
         """
         if noise.shape != original_samples.shape:
             raise ValueError(f"noise must have original_samples' shape "
@@ -523,7 +524,10 @@ class VPScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
                             "are not table entries: call set_begin_index instead")
         t = t.reshape(-1)
         if self._plan is not None and self._step_index is None and self._begin_index is None:
-            self._start_indices(t, original_samples.shape[0])
+            try:  # a start for the loop; training-style timesteps off the grid set none
+                self._start_indices(t, original_samples.shape[0])
+            except ValueError:
+                pass
         wdt = torch.float64 if original_samples.dtype == torch.float64 else torch.float32
         ab = self.alphas_cumprod.to(original_samples.device)[t].to(wdt)
         ab = ab.reshape((-1,) + (1,) * (original_samples.dim() - 1))
