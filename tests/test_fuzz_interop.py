@@ -482,3 +482,26 @@ def test_vp_add_noise_off_the_schedule_after_set_timesteps():
     torch.testing.assert_close(ours.add_noise(x0, noise, t), nat.add_noise(x0, noise, t),
                                rtol=1e-6, atol=1e-6)
     assert ours.begin_index is None
+
+
+def test_custom_grid_slips_raise_with_the_fix():
+    """A vidnoise grid (N + 1 values ending at 0) passed as diffusers' sigmas runs a wasted
+    call at σ = 0 in the native scheduler; timesteps passed as sigmas are shifted nonsense.
+    Before: both silently accepted."""
+    from vidnoise import schedules
+
+    grid = schedules.diffusers_flow_grid(4, 3.0)
+    nat = FM()
+    nat.set_timesteps(sigmas=grid.tolist())
+    assert len(nat.timesteps) == 5 and float(nat.sigmas[-2]) == 0.0  # the wasted call
+    s = FlowScheduler()
+    with pytest.raises(ValueError, match=r"sigmas must not end with 0.*sigmas\[:-1\]"):
+        s.set_timesteps(sigmas=grid.tolist())
+    with pytest.raises(ValueError, match=r"timesteps must not end with 0"):
+        s.set_timesteps(timesteps=(grid * 1000).tolist())
+    with pytest.raises(ValueError, match=r"sigmas must be noise fractions in \[0, 1\].*1000"):
+        s.set_timesteps(sigmas=(grid[:-1] * 1000).tolist())
+    with pytest.raises(ValueError, match=r"noise fractions"):
+        s.set_timesteps(sigmas=[1.0, float("nan")])
+    s.set_timesteps(sigmas=grid[:-1].tolist())  # the fix
+    assert len(s.timesteps) == 4

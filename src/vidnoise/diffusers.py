@@ -256,7 +256,10 @@ class FlowScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
 
         ``sigmas`` (``N`` values, no trailing 0) and ``timesteps`` are taken as diffusers
         takes them: custom ``sigmas`` are shifted; custom ``timesteps`` without ``sigmas``
-        are used as given while the σ grid is ``timesteps / N_train`` shifted.
+        are used as given while the σ grid is ``timesteps / N_train`` shifted. Unlike
+        diffusers, a trailing 0 (a wasted call at σ = 0, the usual slip with a vidnoise grid
+        of ``N + 1`` values) and ``sigmas`` outside [0, 1] (timesteps passed as σ) raise
+        ``ValueError`` with the fix.
         """
         cfg = self.config
         if cfg.use_dynamic_shifting and mu is None:
@@ -277,8 +280,23 @@ class FlowScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
                     f"{name} must have num_inference_steps={num_inference_steps} values "
                     f"(no trailing 0), got {len(val)}"
                 )
-        self.num_inference_steps = num_inference_steps
         n_train = cfg.num_train_timesteps
+        if sigmas is not None:
+            arr = np.asarray(torch.as_tensor(sigmas).detach().cpu().to(torch.float64))
+            if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+                raise ValueError(
+                    f"sigmas must be noise fractions in [0, 1], got values in "
+                    f"[{arr.min():.6g}, {arr.max():.6g}]; a grid of timesteps (0..{n_train}) "
+                    f"goes to timesteps= or is divided by num_train_timesteps={n_train}"
+                )
+        for name, val in (("sigmas", sigmas), ("timesteps", timesteps)):
+            if val is not None and len(val) > 0 and float(val[-1]) == 0.0:
+                raise ValueError(
+                    f"{name} must not end with 0: the scheduler appends the terminal 0 itself, "
+                    f"so a trailing 0 runs a wasted model call at σ = 0; pass {name}[:-1] "
+                    f"({len(val) - 1} steps)"
+                )
+        self.num_inference_steps = num_inference_steps
         given_t = timesteps is not None
         if given_t:
             timesteps = np.array(timesteps).astype(np.float32)
