@@ -505,3 +505,19 @@ def test_custom_grid_slips_raise_with_the_fix():
         s.set_timesteps(sigmas=[1.0, float("nan")])
     s.set_timesteps(sigmas=grid[:-1].tolist())  # the fix
     assert len(s.timesteps) == 4
+
+
+def test_vp_heun_strength_below_one_is_refused_early():
+    """Zero-SNR VP Heun has 2N - 2 calls (the step from abar = 0 is Euler), so
+    timesteps[k*2:] is not a step start. Before (with add_noise): a wrong start, then a
+    'step called' error at the loop's last call; now a named error at add_noise."""
+    s = VPScheduler.from_config(COG_CFG, solver="heun")
+    x0, noise = _data((1, 3))
+    s.set_timesteps(4)
+    assert len(s.timesteps) == 6
+    with pytest.raises(ValueError, match="solver='euler' for video2video"):
+        s.add_noise(x0, noise, s.timesteps[2:3])
+    assert s.begin_index is None
+    s.set_timesteps(4)
+    s.set_begin_index(1)  # the documented way: step 1 starts at call 1
+    s.add_noise(x0, noise, s.timesteps[1:2])

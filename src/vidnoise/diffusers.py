@@ -546,6 +546,16 @@ class VPScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
                 self._start_indices(t, original_samples.shape[0])
             except ValueError:
                 pass
+            if self._begin_index is not None and self.order == 2 \
+                    and not self._plan[0].get("predictor"):
+                self._begin_index = None
+                raise ValueError(
+                    "VPScheduler(solver='heun') with a first step from abar = 0 (zero terminal "
+                    f"SNR) lists {len(self._plan)} calls for {self.num_inference_steps} steps, "
+                    "so a pipeline's timesteps[k * order:] (strength < 1) does not start at a "
+                    "step; use solver='euler' for video2video, or slice at the step starts "
+                    "yourself and call set_begin_index"
+                )
         wdt = torch.float64 if original_samples.dtype == torch.float64 else torch.float32
         ab = self.alphas_cumprod.to(original_samples.device)[t].to(wdt)
         ab = ab.reshape((-1,) + (1,) * (original_samples.dim() - 1))
