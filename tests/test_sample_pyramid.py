@@ -541,3 +541,14 @@ def test_keyed_sample_misaligned_origin_fails_before_any_model_call():
     out = sample_pyramid(model, (1, 1, 3, 5), PyramidSchedule(stages=1), 1,
                          generator=NoiseKey(1, (0, 0, 1, 3)))
     assert out.shape == (1, 1, 3, 5) and calls == [0]
+
+
+def test_docs_sharded_sampling_example_runs():
+    """The code block of docs/pyramid.md's "Sharded sampling" section runs as written."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "pyramid.md").read_text()
+    section = text.split("## Sharded sampling", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```python\n")[1:]
+    assert len(blocks) == 1
+    exec(compile(blocks[0].split("```", 1)[0], "docs/pyramid.md", "exec"), {})
