@@ -639,12 +639,14 @@ def _keyed_block_noise(shape, prefix, counts, block, gamma, key, device, dtype) 
             (*lead, 3 * hc, wc), dtype=draw_dtype, device=device
         )
         planes = planes.mul_(math.sqrt(1.0 / 3.0)).view(*lead, hc, 3, wc)
-        x_pm = torch.empty((*lead, hc, 2, wc), dtype=draw_dtype, device=device)
-        x_pm[..., 0, :] = planes[..., 0, :]  # X
-        torch.neg(planes[..., 0, :], out=x_pm[..., 1, :])  # -X
+        # n[1, b] = -X + (-1)^b·√2·W = -(X - (-1)^b·√2·W) (exact: rounding is symmetric), so
+        # one addcmul with X broadcast over the rows a, signs ±√2 flipped in row 1, then row 1
+        # negated in place: no [X, -X] buffer
         out = torch.empty(shape, dtype=draw_dtype, device=device)
-        torch.addcmul(x_pm.unsqueeze(-1), planes[..., 1:, :].unsqueeze(-1),
-                      _plus_minus_sqrt2(draw_dtype, device), out=out.view(*lead, hc, 2, wc, 2))
+        blocks = out.view(*lead, hc, 2, wc, 2)
+        torch.addcmul(planes[..., 0:1, :, None], planes[..., 1:, :, None],
+                      _row_signs(draw_dtype, device), out=blocks)
+        blocks[..., 1, :, :].neg_()
         return out if draw_dtype == dtype else out.to(dtype)
     w = sub.at((*o_pre, *o_blk[:-1], o_blk[-1] * k)).randn(
         (*prefix, *counts[:-1], counts[-1] * k), dtype=draw_dtype, device=device
@@ -659,6 +661,13 @@ def _keyed_block_noise(shape, prefix, counts, block, gamma, key, device, dtype) 
         order += [p + i, p + nb + i]
     out = y.permute(order).reshape(shape)
     return out if draw_dtype == dtype else out.to(dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _row_signs(dtype, device) -> torch.Tensor:
+    """The (2, 1, 2) constant ``[[√2, -√2], [-√2, √2]]`` (block row a, column b)."""
+    r = math.sqrt(2.0)
+    return torch.tensor([[r, -r], [-r, r]], dtype=dtype, device=device).view(2, 1, 2)
 
 
 @functools.lru_cache(maxsize=16)
