@@ -5,6 +5,9 @@ from a torch.Generator and against torch.randn of the same size.
 
 Round-robin timing (one call of each method per round), medians compared; wall time and
 process CPU time are both reported (on a shared host wall time also measures waiting).
+Each call allocates fresh 23-30 MB buffers, and whether glibc hands back pages that must be
+faulted in again changes a call by 10-25 ms; for the compute-only ratio run it with
+``MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296`` in the environment.
 """
 
 from __future__ import annotations
