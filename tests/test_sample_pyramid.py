@@ -7,6 +7,8 @@ import functools
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vidnoise.noise import NoiseKey, keyed_randn
 from vidnoise.oracles.gaussian import (
@@ -552,3 +554,23 @@ def test_docs_sharded_sampling_example_runs():
     blocks = section.split("```python\n")[1:]
     assert len(blocks) == 1
     exec(compile(blocks[0].split("```", 1)[0], "docs/pyramid.md", "exec"), {})
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_keyed_sample_any_aligned_box_is_the_slice(data):
+    """Any box of the sample (B, T, H, W cut at once; H, W on multiples of 2^(stages-1)),
+    drawn alone with its corner as the key's origin, is that slice of the whole sample."""
+    stages = data.draw(st.integers(1, 3))
+    f = 2 ** (stages - 1)
+    shape = (data.draw(st.integers(1, 3)), 2, data.draw(st.integers(1, 3)),
+             f * data.draw(st.integers(1, 4)), f * data.draw(st.integers(1, 4)))
+    key = NoiseKey(data.draw(st.integers(0, 2**63 - 1)))
+    sch = PyramidSchedule(stages=stages)
+    whole = sample_pyramid(_local_model, shape, sch, 2, generator=key)
+    unit = (1, shape[1], 1, f, f)
+    lo = [data.draw(st.integers(0, s // u - 1)) * u for s, u in zip(shape, unit)]
+    hi = [data.draw(st.integers(a // u + 1, s // u)) * u for a, s, u in zip(lo, shape, unit)]
+    box = sample_pyramid(_local_model, tuple(b - a for a, b in zip(lo, hi)), sch, 2,
+                         generator=key.at(lo))
+    assert torch.equal(box, whole[tuple(slice(a, b) for a, b in zip(lo, hi))])
