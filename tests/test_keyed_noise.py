@@ -12,12 +12,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
 import vidnoise.noise as vn
-from vidnoise.noise import NoiseKey, keyed_randn, normal_like_source
+from vidnoise.noise import (
+    NoiseKey,
+    block_noise,
+    keyed_randn,
+    noise_pyramid,
+    normal_like_source,
+    randn,
+)
 
 
 def _padded(coord):
@@ -309,3 +316,175 @@ def test_cpu_and_cuda_agree():  # pragma: no cover - no GPU in CI
     a = keyed_randn((2, 4, 5, 16, 18), seed=8, origin=(0, 0, 3, 0, 1))
     b = keyed_randn((2, 4, 5, 16, 18), seed=8, origin=(0, 0, 3, 0, 1), device="cuda").cpu()
     torch.testing.assert_close(b, a, rtol=2.5e-7, atol=2.5e-7)
+
+
+# ----------------------------------------------------------------------------- keyed draws
+# randn and block_noise take a NoiseKey as generator=; noise_pyramid needs no generator.
+
+_BLOCK_CASES = [  # (block, gamma): the 2x2 singular fast path, the general path, white
+    ((2, 2), 1 / 3),
+    ((1, 2, 2), 1 / 3),
+    ((2, 2), 0.2),
+    ((2, 2, 2), 1 / 7),  # singular, not the 2x2 fast path
+    ((1, 2, 2), 0.05),
+    ((3,), 0.5),
+    ((2, 3), 0.1),
+    ((2, 2), 0.0),
+    ((1, 1), 0.0),
+]
+
+
+def test_randn_dispatches_a_key_and_rand_refuses_it():
+    key = NoiseKey(11, (1, 2, 3))
+    for dtype in (torch.float32, torch.float16, torch.float64):
+        assert torch.equal(randn((2, 3, 4), generator=key, dtype=dtype),
+                           keyed_randn((2, 3, 4), seed=11, origin=(1, 2, 3), dtype=dtype))
+    with pytest.raises(ValueError, match="one entry per dim"):
+        randn((2, 3), generator=key)
+    with pytest.raises(TypeError, match="NoiseKey"):
+        vn.rand((2, 3), generator=NoiseKey(1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=st.sampled_from(_BLOCK_CASES), data=st.data())
+def test_keyed_block_noise_any_block_aligned_sub_box_is_the_slice(case, data):
+    block, gamma = case
+    prefix = data.draw(st.lists(st.integers(1, 3), min_size=0, max_size=2))
+    counts = data.draw(st.lists(st.integers(1, 5), min_size=len(block), max_size=len(block)))
+    dims = [1] * len(prefix) + list(block)
+    shape = [*prefix, *(c * b for c, b in zip(counts, block))]
+    key = NoiseKey(data.draw(st.integers(0, 2**63 - 1)))
+    dtype = data.draw(st.sampled_from([torch.float32, torch.float64, torch.float16]))
+    full = block_noise(shape, gamma=gamma, block=block, generator=key, dtype=dtype)
+    assert full.shape == tuple(shape) and full.dtype == dtype
+    lo = [data.draw(st.integers(0, s // b - 1)) for s, b in zip(shape, dims)]
+    hi = [data.draw(st.integers(a + 1, s // b)) for a, s, b in zip(lo, shape, dims)]
+    lo = [a * b for a, b in zip(lo, dims)]
+    hi = [a * b for a, b in zip(hi, dims)]
+    sub = block_noise([b - a for a, b in zip(lo, hi)], gamma=gamma, block=block,
+                      generator=key.at(lo), dtype=dtype)
+    assert torch.equal(sub, full[tuple(slice(a, b) for a, b in zip(lo, hi))])
+
+
+@pytest.mark.parametrize("block,gamma", [((2, 2), 0.2), ((2, 2, 2), 1 / 7), ((3,), 0.5)])
+def test_keyed_block_noise_is_the_documented_mix_of_keyed_normals(block, gamma):
+    """Oracle: w = the keyed normals of key.derive("block_noise") in the folded layout, mixed
+    by M (float64 matmul here, elementwise sums in the code): equal to float32 rounding."""
+    shape, origin = (2, *(3 * b for b in block)), (1, *(2 * b for b in block))
+    key = NoiseKey(5, origin)
+    out = block_noise(shape, gamma=gamma, block=block, generator=key, dtype=torch.float64)
+    mix, _ = vn._block_basis(math.prod(block), gamma)
+    k, nb = mix.shape[1], len(block)
+    w = keyed_randn((2, *(3,) * (nb - 1), 3 * k), seed=key.derive("block_noise").seed,
+                    origin=(1, *(2,) * (nb - 1), 2 * k), dtype=torch.float64)
+    y = (w.view(2, *(3,) * nb, k) @ mix.t()).view(2, *(3,) * nb, *block)
+    order = [0] + [d for i in range(nb) for d in (1 + i, 1 + nb + i)]
+    assert torch.allclose(out, y.permute(order).reshape(shape), rtol=0, atol=1e-12)
+
+
+def test_keyed_block_noise_2x2_fast_path_layout():
+    """n[0, b] = X + (-1)^b·Y, n[1, b] = -X + (-1)^b·W with X, Y, W the rows 3i, 3i+1, 3i+2 of
+    the keyed (3·hc, wc) draw at (3·o_h/2, o_w/2), scaled by √(1/3)."""
+    key = NoiseKey(9, (0, 1, 4, 6))
+    out = block_noise((2, 3, 6, 8), generator=key, dtype=torch.float64)
+    z = keyed_randn((2, 3, 9, 4), seed=key.derive("block_noise").seed, origin=(0, 1, 6, 3),
+                    dtype=torch.float64) * math.sqrt(1 / 3)
+    x, y, w = z[:, :, 0::3], z[:, :, 1::3], z[:, :, 2::3]
+    s = math.sqrt(2.0)
+    blocks = out.view(2, 3, 3, 2, 4, 2)
+    for a, (xa, yw) in enumerate(((x, y), (-x, w))):
+        for b, sg in enumerate((s, -s)):
+            assert torch.allclose(blocks[:, :, :, a, :, b], xa + sg * yw, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("block,gamma", [((2, 2), 1 / 3), ((2, 2), 0.2), ((1, 2, 2), 0.1)])
+def test_keyed_block_noise_covariance(block, gamma):
+    """Within-block covariance (1+γ)I - γ11ᵀ, no correlation with the neighbouring block or
+    with the key's own keyed_randn (block_noise derives its own key). n = 2^15 blocks: each
+    entry's standard error is below sqrt(2/n) (Var of a product of two unit normals <= 2);
+    Z = 6."""
+    shape = (4, 8, 64, 128) if len(block) == 2 else (4, 8, 1, 64, 128)
+    key = NoiseKey(2024)
+    x = block_noise(shape, gamma=gamma, block=block, generator=key, dtype=torch.float64)
+    h, w = shape[-2:]
+    v = x.reshape(-1, h // 2, 2, w // 2, 2).permute(0, 1, 3, 2, 4).reshape(-1, 4)
+    n = v.shape[0]
+    tol = 6 * math.sqrt(2 / n)
+    cov = v.T @ v / n
+    want = (1 + gamma) * torch.eye(4, dtype=torch.float64) - gamma
+    assert (cov - want).abs().max() < tol, cov
+    nxt = x.reshape(-1, h // 2, 2, w // 2, 2)[:, :, :, 1:, :].reshape(-1)
+    cur = x.reshape(-1, h // 2, 2, w // 2, 2)[:, :, :, :-1, :].reshape(-1)
+    assert abs((nxt * cur).mean()) < 6 / math.sqrt(cur.numel())
+    own = key.randn(shape, dtype=torch.float64)
+    assert abs((own * x).mean()) < 6 * math.sqrt(2 / x.numel())
+    if gamma == 1 / 3:
+        assert v.sum(1).abs().max() < 1e-12  # singular end: every block sums to zero
+
+
+@pytest.mark.parametrize(
+    "shape,block,origin,match",
+    [((2, 4, 4), (2, 2), (0, 1, 0), r"dim 1 has origin 1, block 2"),
+     ((2, 4, 4), (2, 2), (0, 0, 3), r"dim 2 has origin 3"),
+     ((2, 4, 6), (2, 3), (0, 2, 2), r"dim 2 has origin 2, block 3"),
+     ((2, 4, 4), (2, 2), (0, 0), r"one entry per dim of shape"),
+     ((2, 4, 4), (2, 2, 2), (1, 0, 0), r"dim 0 has origin 1")],
+)
+def test_keyed_block_noise_misaligned_origin_is_named(shape, block, origin, match):
+    for gamma in (0.1, 1 / 3 if math.prod(block) == 4 else 1 / 7):
+        with pytest.raises(ValueError, match="origin") as info:
+            block_noise(shape, gamma=gamma, block=block, generator=NoiseKey(1, origin))
+        assert info.match(match)
+
+
+def test_keyed_block_noise_empty_meta_and_white_cases():
+    key = NoiseKey(3)
+    assert block_noise((0, 4, 4), generator=key).shape == (0, 4, 4)
+    assert block_noise((2, 0, 4), generator=key, gamma=0.2).shape == (2, 0, 4)
+    m = block_noise((2, 4, 6), generator=key, device="meta", dtype=torch.float16)
+    assert m.is_meta and m.shape == (2, 4, 6) and m.dtype == torch.float16
+    # γ = 0 (or 1-element blocks): white keyed noise of the derived key
+    white = key.derive("block_noise").randn((2, 4, 6))
+    assert torch.equal(block_noise((2, 4, 6), gamma=0.0, generator=key), white)
+    assert torch.equal(block_noise((2, 4, 6), block=(1, 1), generator=key), white)
+
+
+# ----------------------------------------------------------------------------- pyramids
+@pytest.mark.parametrize("mode,dims", [("bilinear", 2), ("area", 2), ("nearest", 2),
+                                       ("trilinear", 3), ("area", 3)])
+@pytest.mark.parametrize("levels", [2, 4])
+def test_sharded_keyed_noise_gives_the_slices_of_the_full_pyramid(mode, dims, levels):
+    """Exact 2x reductions (bilinear, area; nearest takes every other sample) are local: a
+    shard whose borders are multiples of 2^(levels-1) gives, level by level, the slice of the
+    full pyramid at the border divided by 2^(levels-1-level), bit for bit."""
+    f = 2 ** (levels - 1)
+    shape = (2, 3, 2 * f, 4 * f, 6 * f) if dims == 3 else (2, 3, 3, 4 * f, 6 * f)
+    full_noise = keyed_randn(shape, seed=77)
+    full = noise_pyramid(full_noise, levels, mode=mode, dims=dims)
+    for axis in (0, 2, 3, 4):
+        local = axis == 0 or (dims == 2 and axis == 2)  # batch; frames of framewise pyramids
+        cuts = (1,) if local else (f, shape[axis] - f)
+        for cut in cuts:
+            for lo, hi in ((0, cut), (cut, shape[axis])):
+                origin = [0] * 5
+                origin[axis] = lo
+                sub_shape = list(shape)
+                sub_shape[axis] = hi - lo
+                part = noise_pyramid(keyed_randn(sub_shape, seed=77, origin=origin), levels,
+                                     mode=mode, dims=dims)
+                for lvl, (p, q) in enumerate(zip(part, full)):
+                    s = 1 if local else 2 ** (levels - 1 - lvl)
+                    idx = [slice(None)] * 5
+                    idx[axis] = slice(lo // s, hi // s)
+                    assert torch.equal(p, q[tuple(idx)]), (axis, lo, lvl)
+
+
+def test_general_resampling_is_not_local_at_shard_borders():
+    """Bicubic (and any kernel wider than the 2x2 pair) reads across the border and is
+    renormalised there, so a shard's pyramid is not the slice at the border rows; away from
+    the border it agrees up to rounding."""
+    full_noise = keyed_randn((1, 2, 32, 32), seed=3)
+    full = noise_pyramid(full_noise, 3, mode="bicubic")
+    part = noise_pyramid(keyed_randn((1, 2, 16, 32), seed=3), 3, mode="bicubic")
+    assert not torch.allclose(part[0][:, :, -1], full[0][:, :, 3], atol=1e-3)
+    assert torch.allclose(part[1][:, :, :4], full[1][:, :, :4], atol=1e-5)

@@ -20,6 +20,7 @@ from _reference_pyramid_flow import (
     reference_tables,
     reference_training_inputs,
 )
+from vidnoise.noise import NoiseKey, block_noise
 from vidnoise.oracles.gaussian import GaussianData, powerlaw_cov, pyramid_operators
 from vidnoise.pyramid import (
     PyramidSchedule,
@@ -795,3 +796,126 @@ def test_training_inputs_property_any_stage_count(stages, shares_seed, frames, g
                 torch.testing.assert_close(mine.double(), end + rr * tgt.double(), rtol=1e-5,
                                            atol=1e-5)
                 assert float(o.ratio[j]) == pytest.approx(rr, abs=1e-7)
+
+
+# ----------------------------------------------------------------------------- keyed noise
+def _cut(x, axis, lo, hi):
+    idx = [slice(None)] * x.dim()
+    idx[axis] = slice(lo, hi)
+    return x[tuple(idx)]
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 16, 24), (2, 2, 3, 8, 16)])
+@pytest.mark.parametrize("stages", [2, 3])
+def test_keyed_jump_pieces_are_slices_of_the_whole_jump(shape, stages):
+    """With a NoiseKey (origin in full-resolution coordinates) the jump of any piece of the
+    state, cut along B, T, H or W on multiples of 2^(stages-1) in full-resolution
+    coordinates, equals that slice of the jump of the whole state, bit for bit."""
+    sch = PyramidSchedule(stages=stages)
+    key = NoiseKey(123)
+    f_full = 2 ** (stages - 1)
+    for stage in range(1, stages):
+        x = torch.randn(sch.level_shape(shape, stage - 1), generator=torch.Generator()
+                        .manual_seed(stage))
+        whole = sch.jump(x, stage, generator=key)
+        assert whole.shape == sch.level_shape(shape, stage)
+        for axis in range(x.dim()):
+            if axis == 1:
+                continue
+            spatial = axis >= x.dim() - 2
+            step = f_full if spatial else 1  # full-resolution coordinates
+            cut = max(step, (shape[axis] // 2) // step * step)
+            for lo, hi in ((0, cut), (cut, shape[axis])):
+                origin = [0] * len(shape)
+                origin[axis] = lo
+                f_in = 2 ** (stages - stage) if spatial else 1  # full -> level stage-1
+                f_out = 2 ** (stages - 1 - stage) if spatial else 1  # full -> level stage
+                piece = sch.jump(_cut(x, axis, lo // f_in, hi // f_in), stage,
+                                 generator=key.at(origin))
+                assert torch.equal(piece, _cut(whole, axis, lo // f_out, hi // f_out)), (
+                    stage, axis, lo)
+
+
+def test_keyed_jump_is_the_documented_block_noise():
+    """η = block_noise(up.shape, generator=key.derive("jump", stage).at(level origin)), the
+    level origin being the full-resolution one with H, W divided by 2^(stages-1-stage)."""
+    sch = PyramidSchedule(stages=3)
+    x = torch.randn(2, 3, 4, 6, generator=torch.Generator().manual_seed(0))
+    key = NoiseKey(7, (1, 0, 8, 16))
+    a, b = sch.renoise_coefficients(1)
+    eta = block_noise((2, 3, 8, 12), generator=NoiseKey(7).derive("jump", 1).at((1, 0, 4, 8)))
+    want = torch.add(_upsample_nearest(x) * a, eta, alpha=b)
+    assert torch.equal(sch.jump(x, 1, generator=key), want)
+    # stages draw independent noise; the same key gives the same jump
+    y2 = sch.jump(_upsample_nearest(x), 2, generator=NoiseKey(7))
+    eta2 = (y2 - sch.renoise_coefficients(2)[0] * _upsample_nearest(_upsample_nearest(x)))
+    assert not torch.allclose(eta2[..., :8, :12] / sch.renoise_coefficients(2)[1], eta,
+                              atol=0.1)
+    assert torch.equal(sch.jump(x, 1, generator=key), sch.jump(x, 1, generator=key))
+
+
+def test_keyed_jump_misaligned_origin_is_named():
+    sch = PyramidSchedule(stages=3)
+    x = torch.randn(1, 1, 4, 4)
+    # into stage 1 the full-resolution H, W origins must be multiples of 4, into stage 2 of 2
+    with pytest.raises(ValueError, match=r"origin \(0, 0, 2, 0\).*multiples of 4"):
+        sch.jump(x, 1, generator=NoiseKey(1, (0, 0, 2, 0)))
+    with pytest.raises(ValueError, match=r"origin.*multiples of 2"):
+        sch.jump(torch.randn(1, 1, 8, 8), 2, generator=NoiseKey(1, (0, 0, 0, 3)))
+    assert sch.jump(torch.randn(1, 1, 8, 8), 2, generator=NoiseKey(1, (5, 0, 2, 6))).shape == (
+        1, 1, 16, 16)
+    with pytest.raises(ValueError, match="origin.*one entry per dim"):
+        sch.jump(x, 1, generator=NoiseKey(1, (0, 0, 0)))
+
+
+@pytest.mark.parametrize("shape", [(6, 2, 16, 8), (3, 2, 2, 8, 16)])
+def test_keyed_training_inputs_shards_are_slices(shape, fused):
+    """Training inputs from a NoiseKey: a batch cut at a multiple of sum(stage_shares), or
+    cut along H or W at a multiple of 2^(stages-1), gives the whole batch's StageBatches
+    restricted to its samples / pixels, bit for bit."""
+    sch = PyramidSchedule(stages=3) if len(shape) == 4 else PyramidSchedule(stages=2)
+    shares = (1, 1, 1) if sch.stages == 3 else (2, 1)
+    S, f = sum(shares), 2 ** (sch.stages - 1)
+    lat = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    key = NoiseKey(99)
+    whole = sch.training_inputs(lat, generator=key, stage_shares=shares)
+    for axis, cut in ((0, S), (lat.dim() - 2, f), (lat.dim() - 1, shape[-1] - f)):
+        for lo, hi in ((0, cut), (cut, shape[axis])):
+            origin = [0] * lat.dim()
+            origin[axis] = lo
+            part = sch.training_inputs(_cut(lat, axis, lo, hi), generator=key.at(origin),
+                                       stage_shares=shares)
+            for k, (p, w) in enumerate(zip(part, whole)):
+                if axis == 0:
+                    sel = (w.indices >= lo) & (w.indices < hi)
+                    assert torch.equal(p.indices + lo, w.indices[sel])
+                    for name in ("noisy", "target", "ratio", "timestep", "sigma"):
+                        assert torch.equal(getattr(p, name), getattr(w, name)[sel]), name
+                else:
+                    s = 2 ** (sch.stages - 1 - k)
+                    assert torch.equal(p.indices, w.indices)
+                    assert torch.equal(p.ratio, w.ratio)
+                    for name in ("noisy", "target"):
+                        assert torch.equal(getattr(p, name),
+                                           _cut(getattr(w, name), axis, lo // s, hi // s))
+    # the noise is key.randn(latents.shape); sample b's u comes from its own generator
+    # seeded with key.derive("u", b).seed (the default sampler draws u ~ U[0, 1) from it)
+    seeded = [torch.Generator().manual_seed(key.derive("u", b).seed) for b in range(shape[0])]
+    same = sch.training_inputs(lat, noise=key.randn(shape), generator=seeded,
+                               stage_shares=shares)
+    for w, s in zip(whole, same):
+        assert torch.equal(w.noisy, s.noisy) and torch.equal(w.ratio, s.ratio)
+
+
+def test_keyed_training_inputs_bad_origin():
+    sch = PyramidSchedule()
+    lat = torch.randn(8, 1, 16, 16)
+    with pytest.raises(ValueError, match=r"origin.*batch origin must be a multiple of .* = 4"):
+        sch.training_inputs(lat, generator=NoiseKey(1, (2, 0, 0, 0)))
+    with pytest.raises(ValueError, match=r"origin.*H and W origins.*multiples of 4"):
+        sch.training_inputs(lat, generator=NoiseKey(1, (0, 0, 2, 0)))
+    with pytest.raises(ValueError, match=r"origin.*one entry per dim"):
+        sch.training_inputs(lat, generator=NoiseKey(1, (0, 0)))
+    # B = 0 with a key: empty stages
+    assert all(b.noisy.shape[0] == 0 for b in
+               sch.training_inputs(torch.randn(0, 1, 16, 16), generator=NoiseKey(1)))

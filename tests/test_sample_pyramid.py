@@ -7,7 +7,10 @@ import functools
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from vidnoise.noise import NoiseKey, keyed_randn
 from vidnoise.oracles.gaussian import (
     GaussianData,
     exact_pyramid_model,
@@ -454,3 +457,120 @@ def test_non_floating_inputs_are_named():
         sample_pyramid(lambda x, t, k: (x,), shape, sch, 1)
     with pytest.raises(ValueError, match="on the input's device"):
         sample_pyramid(lambda x, t, k: x.to("meta"), shape, sch, 1)
+
+
+# ----------------------------------------------------------------------------- keyed noise
+def _local_model(x, t, k):
+    """A deterministic model that acts per pixel (any piece of x sees the same numbers)."""
+    return 0.1 * x - 0.05 * torch.tanh(x) + 1e-4 * t.view(-1, *([1] * (x.dim() - 1)))
+
+
+def _cut(x, axis, lo, hi):
+    idx = [slice(None)] * x.dim()
+    idx[axis] = slice(lo, hi)
+    return x[tuple(idx)]
+
+
+@pytest.mark.parametrize(
+    "shape,stages,grid,dtype",
+    [((3, 2, 16, 24), 3, "reference", torch.float32),
+     ((2, 2, 3, 8, 16), 2, "exact", torch.float32),
+     ((2, 3, 5, 24, 40), 4, "reference", torch.float64),
+     ((2, 2, 2, 16, 8), 3, "exact", torch.bfloat16)],
+)
+def test_keyed_sample_pieces_are_slices_of_the_whole_sample(shape, stages, grid, dtype):
+    """A whole pyramidal sample with a NoiseKey, drawn in two pieces along B, T, H or W
+    (H and W cut on multiples of 2^(stages-1)), equals the slices of the whole sample bit
+    for bit: the initial noise, its pyramid, every jump's block noise and the model act
+    locally."""
+    sch = PyramidSchedule(stages=stages)
+    key = NoiseKey(2024)
+    whole = sample_pyramid(_local_model, shape, sch, 2, generator=key, grid=grid, dtype=dtype)
+    assert whole.shape == shape and whole.dtype == dtype
+    f = 2 ** (stages - 1)
+    for axis in [0] + list(range(2, len(shape))):
+        step = f if axis >= len(shape) - 2 else 1
+        cut = max(step, (shape[axis] // 2) // step * step)
+        pieces = []
+        for lo, hi in ((0, cut), (cut, shape[axis])):
+            origin = [0] * len(shape)
+            origin[axis] = lo
+            piece_shape = list(shape)
+            piece_shape[axis] = hi - lo
+            piece = sample_pyramid(_local_model, tuple(piece_shape), sch, 2,
+                                   generator=key.at(origin), grid=grid, dtype=dtype)
+            assert torch.equal(piece, _cut(whole, axis, lo, hi)), (axis, lo)
+            pieces.append(piece)
+        assert torch.equal(torch.cat(pieces, dim=axis), whole)
+
+
+def test_keyed_sample_initial_noise_is_the_keys_noise():
+    """The initial noise is key.randn(shape) (what keyed_randn gives for the key's seed and
+    origin); the jumps draw key.derive("jump", k) through schedule.jump."""
+    sch = PyramidSchedule(stages=3)
+    key = NoiseKey(5, (2, 0, 8, 4))
+    shape = (2, 2, 8, 12)
+    a = sample_pyramid(_local_model, shape, sch, 3, generator=key)
+    b = sample_pyramid(_local_model, shape, sch, 3, generator=key,
+                       noise=keyed_randn(shape, seed=5, origin=(2, 0, 8, 4)))
+    assert torch.equal(a, b)
+    seen = []
+
+    def jump(x, stage, generator=None):
+        seen.append(generator)
+        return sch.jump(x, stage, generator=generator)
+
+    c = sample_pyramid(_local_model, shape, sch, 3, generator=key, jump=jump)
+    assert torch.equal(a, c) and seen == [key, key]
+    d = sample_pyramid(_local_model, shape, sch, 3, generator=NoiseKey(6, key.origin))
+    assert not torch.allclose(a, d)
+
+
+def test_keyed_sample_misaligned_origin_fails_before_any_model_call():
+    calls = []
+
+    def model(x, t, k):
+        calls.append(k)
+        return x
+
+    sch = PyramidSchedule(stages=3)
+    with pytest.raises(ValueError, match=r"origin \(0, 0, 2, 0\).*multiples of 4"):
+        sample_pyramid(model, (1, 1, 8, 8), sch, 2, generator=NoiseKey(1, (0, 0, 2, 0)))
+    with pytest.raises(ValueError, match=r"origin.*one entry per dim"):
+        sample_pyramid(model, (1, 1, 8, 8), sch, 2, generator=NoiseKey(1, (0, 0, 0)))
+    assert calls == []
+    # one stage: no jump, no pyramid, any origin
+    out = sample_pyramid(model, (1, 1, 3, 5), PyramidSchedule(stages=1), 1,
+                         generator=NoiseKey(1, (0, 0, 1, 3)))
+    assert out.shape == (1, 1, 3, 5) and calls == [0]
+
+
+def test_docs_sharded_sampling_example_runs():
+    """The code block of docs/pyramid.md's "Sharded sampling" section runs as written."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "pyramid.md").read_text()
+    section = text.split("## Sharded sampling", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```python\n")[1:]
+    assert len(blocks) == 1
+    exec(compile(blocks[0].split("```", 1)[0], "docs/pyramid.md", "exec"), {})
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_keyed_sample_any_aligned_box_is_the_slice(data):
+    """Any box of the sample (B, T, H, W cut at once; H, W on multiples of 2^(stages-1)),
+    drawn alone with its corner as the key's origin, is that slice of the whole sample."""
+    stages = data.draw(st.integers(1, 3))
+    f = 2 ** (stages - 1)
+    shape = (data.draw(st.integers(1, 3)), 2, data.draw(st.integers(1, 3)),
+             f * data.draw(st.integers(1, 4)), f * data.draw(st.integers(1, 4)))
+    key = NoiseKey(data.draw(st.integers(0, 2**63 - 1)))
+    sch = PyramidSchedule(stages=stages)
+    whole = sample_pyramid(_local_model, shape, sch, 2, generator=key)
+    unit = (1, shape[1], 1, f, f)
+    lo = [data.draw(st.integers(0, s // u - 1)) * u for s, u in zip(shape, unit)]
+    hi = [data.draw(st.integers(a // u + 1, s // u)) * u for a, s, u in zip(lo, shape, unit)]
+    box = sample_pyramid(_local_model, tuple(b - a for a, b in zip(lo, hi)), sch, 2,
+                         generator=key.at(lo))
+    assert torch.equal(box, whole[tuple(slice(a, b) for a, b in zip(lo, hi))])

@@ -3,13 +3,18 @@
 Every random function takes ``generator=``: one ``torch.Generator``, or a sequence of them
 with one per item of dim 0. With a sequence, item ``i`` depends only on generator ``i``, so
 the same seed gives the same sample whatever the batch size or the sample's position in it.
+The normal draws (:func:`randn`, :func:`block_noise`) also take a :class:`NoiseKey`: keyed
+noise, a pure function of the key and the global coordinates, so a tensor drawn in shards
+(any batch size, frame count or process) is bit-identical to the one drawn whole.
 Noise is drawn in float32 (float64 if that dtype is asked for) and then cast, so
 half-precision noise is the rounding of the float32 draw.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
 import math
 import numbers
 import warnings
@@ -37,6 +42,10 @@ __all__ = [
     "resample_variance",
     "noise_pyramid",
     "as_generators",
+    "keyed_randn",
+    "NoiseKey",
+    "normal_like_source",
+    "KEYED_MAX_NDIM",
 ]
 
 GeneratorLike = torch.Generator | Sequence[torch.Generator] | None
@@ -93,9 +102,325 @@ def _resolve_device(generator, device, name="generator") -> torch.device:
     return device
 
 
+# ============================================================================= keyed noise
+# Counter-based ("keyed") Gaussian noise: the value at a global coordinate is a pure function
+# of (seed, coordinate). See docs/math.md §11 and docs/priors.md.
+#: Coordinates of a tensor with d <= KEYED_MAX_NDIM dims are padded with leading zeros to this
+#: many axes, so ``keyed_randn((C, T, H, W))`` equals ``keyed_randn((1, C, T, H, W))[0]``.
+KEYED_MAX_NDIM = 8
+#: Largest global coordinate on any axis, plus one (origin + size must stay below it).
+KEYED_MAX_COORD = 1 << 48
+_MASK64 = (1 << 64) - 1
+_MIX_M1 = 0xBF58476D1CE4E5B9  # SplitMix64 finaliser (Stafford's "Mix13") multipliers
+_MIX_M2 = 0x94D049BB133111EB
+_GOLDEN = 0x9E3779B97F4A7C15
+_AXIS_SALT = 0xD1B54A32D192ED03
+_LN2 = math.log(2.0)
+_U_MAX = 1.0 - 2.0**-24  # the largest float32 below 1
+_KEYED_CHUNK = 1 << 18  # pairs per chunk: work buffers of 2 MiB, few torch calls per pair
+
+
+def _signed64(v: int) -> int:
+    """A 64-bit pattern (Python int in [0, 2^64)) as the int64 with the same bits."""
+    v &= _MASK64
+    return v - (1 << 64) if v >= (1 << 63) else v
+
+
+def _mix64_int(z: int) -> int:
+    """SplitMix64's finaliser on a Python int (the reference the tensor version must match)."""
+    z &= _MASK64
+    z = ((z ^ (z >> 30)) * _MIX_M1) & _MASK64
+    z = ((z ^ (z >> 27)) * _MIX_M2) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _mix64_(x: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser in place on an int64 tensor (bits as uint64; wrapping products).
+
+    ``z ^= z >>> 30; z *= M1; z ^= z >>> 27; z *= M2; z ^= z >>> 31`` with the logical shifts
+    written as an arithmetic shift and a mask.
+    """
+    for shift, mult in ((30, _MIX_M1), (27, _MIX_M2), (31, None)):
+        torch.bitwise_right_shift(x, shift, out=tmp)
+        tmp.bitwise_and_((1 << (64 - shift)) - 1)
+        x.bitwise_xor_(tmp)
+        if mult is not None:
+            x.mul_(_signed64(mult))
+    return x
+
+
+def _axis_salt(seed: int, axis: int) -> int:
+    """Per-(seed, padded axis) salt: ``mix64(mix64(seed) + (axis+1)·S)``."""
+    return _mix64_int(_mix64_int(seed) + (axis + 1) * _AXIS_SALT)
+
+
+def _axis_table(seed: int, axis: int, start: int, size: int, device) -> torch.Tensor:
+    """``T_axis[g] = mix64(salt(seed, axis) + (g+1)·φ)`` for g in [start, start+size), int64."""
+    salt = _axis_salt(seed, axis)
+    g = torch.arange(start + 1, start + size + 1, dtype=torch.int64, device=device)
+    x = g.mul_(_signed64(_GOLDEN)).add_(_signed64(salt))
+    return _mix64_(x, torch.empty_like(x))
+
+
+def _keyed_int(seed: int, coord: Sequence[int]) -> int:
+    """The 64-bit hash of one element (pure Python; the oracle for tests and docs).
+
+    ``coord`` is the element's global coordinate padded to KEYED_MAX_NDIM axes; the last axis
+    is paired: the key uses ``g_last // 2`` and both members of a pair share one hash.
+    """
+    key = 0
+    last = len(coord) - 1
+    for axis, g in enumerate(coord):
+        gg = g // 2 if axis == last else g
+        key += _mix64_int(_axis_salt(seed, axis) + (gg + 1) * _GOLDEN)
+    return _mix64_int(key)
+
+
+def _keyed_value(seed: int, coord: Sequence[int], *, float32: bool = True) -> float:
+    """Float64 reference of one keyed normal (Box-Muller on the element's hash); ``u`` is
+    rounded as the float32 (or float64) computation rounds it."""
+    h = _keyed_int(seed, coord)
+    k1 = h & 0xFFFFFFFF
+    k2 = _signed64(h) >> 40  # signed 24-bit
+    if float32:
+        import numpy as np
+
+        f = np.float32
+        u = float(min((f(k1) + f(0.5)) * f(2.0**-32), f(_U_MAX)))
+    else:
+        u = min((k1 + 0.5) * 2.0**-32, _U_MAX)
+    r = math.sqrt(-2.0 * math.log(u))
+    theta = k2 * (2.0 * math.pi / 2.0**24)
+    return r * (math.cos(theta) if coord[-1] % 2 == 0 else math.sin(theta))
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(
+            f"seed must be an int in [0, 2**63 - 1], got {seed!r} ({type(seed).__name__})"
+        )
+    seed = int(seed)
+    if not 0 <= seed <= (1 << 63) - 1:
+        raise ValueError(f"seed must be an int in [0, 2**63 - 1], got {seed}")
+    return seed
+
+
+def _check_origin(origin, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if origin is None:
+        origin = (0,) * len(shape)
+    if isinstance(origin, torch.Tensor) or not isinstance(origin, Sequence) or isinstance(
+        origin, str
+    ):
+        raise TypeError(
+            f"origin must be None or a sequence of {len(shape)} ints (one per dim of shape "
+            f"{shape}), got {origin!r}"
+        )
+    if len(origin) != len(shape):
+        raise ValueError(
+            f"origin must have one entry per dim of shape {shape} ({len(shape)}), got "
+            f"{tuple(origin)} ({len(origin)} entries)"
+        )
+    out = []
+    for i, (o, s) in enumerate(zip(origin, shape)):
+        if isinstance(o, bool) or not isinstance(o, numbers.Integral):
+            raise TypeError(f"origin must contain ints, got {tuple(origin)!r}")
+        o = int(o)
+        if o < 0 or o + s > KEYED_MAX_COORD:
+            raise ValueError(
+                f"origin[{i}] = {o} with size {s}: global coordinates must lie in "
+                f"[0, 2**48), got [{o}, {o + s})"
+            )
+        out.append(o)
+    return tuple(out)
+
+
+def keyed_randn(
+    shape, *, seed: int, origin=None, dtype: torch.dtype = torch.float32, device=None
+) -> torch.Tensor:
+    """Standard normal noise addressed by global coordinates (counter-based, stateless).
+
+    The value at index ``i`` is a pure function of ``(seed, origin + i)``: it does not depend
+    on the tensor's shape, the batch size, the frame count, the device or the process that
+    draws it. So any sub-box drawn alone (``origin`` = its corner) equals that slice of the
+    full tensor bit for bit; extending T or B leaves the existing entries unchanged; ranks
+    that each draw their shard reproduce the tensor one process would draw.
+
+    Scheme (docs/math.md §11), all integer arithmetic modulo 2^64:
+
+    * coordinates ``g = origin + i`` of a d-dim tensor are padded with leading zeros to
+      ``KEYED_MAX_NDIM = 8`` axes (dims align from the right, as in broadcasting: a
+      ``(C, T, H, W)`` draw equals item 0 of the ``(1, C, T, H, W)`` draw);
+    * the last axis is paired, ``p = g_7 // 2``; per axis ``a`` a table
+      ``T_a[g] = mix64(salt(seed, a) + (g+1)·φ)`` (φ = 0x9E3779B97F4A7C15, ``salt(seed, a)
+      = mix64(mix64(seed) + (a+1)·0xD1B54A32D192ED03)``, ``mix64`` = SplitMix64's finaliser);
+    * the pair's hash is ``h = mix64(T_0[g_0] + ... + T_6[g_6] + T_7[p])``;
+    * Box-Muller on the pair: ``u = min((h mod 2^32 + 1/2)·2^-32, 1 - 2^-24)`` (32 random
+      bits, rounded to the working dtype; strictly inside (0, 1): no 0, no 1, tails to
+      6.76σ), ``θ = 2π·s·2^-24`` with ``s`` the top 24 bits of ``h`` read as a signed
+      integer (θ uniform on [-π, π)); even ``g_7``: ``sqrt(-2 ln u)·cos θ``, odd:
+      ``sqrt(-2 ln u)·sin θ``. Computed in float32 (float64 for ``dtype=torch.float64``);
+      float16 / bfloat16 are the rounding of the float32 draw.
+
+    The per-axis tables are small; the full-size work is one add, the finaliser and the
+    transform, done in cache-sized chunks.
+
+    Args:
+        shape: an int or a sequence of non-negative ints (at most 8 dims).
+        seed: an int in [0, 2**63 - 1].
+        origin: the global coordinate of element ``(0, ..., 0)``, one non-negative int per
+            dim (default zeros); every coordinate stays below 2**48.
+        dtype: a floating dtype.
+        device: where to compute (default CPU); ``meta`` gives an empty meta tensor.
+    """
+    shape = check_shape("shape", shape)
+    if len(shape) > KEYED_MAX_NDIM:
+        raise ValueError(f"shape must have at most {KEYED_MAX_NDIM} dims, got {shape}")
+    seed = _check_seed(seed)
+    origin = _check_origin(origin, shape)
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
+    dtype = check_floating_dtype("dtype", dtype)
+    device = torch.device("cpu") if device is None else torch.device(device)
+    if device.type == "meta" or math.prod(shape) == 0:
+        return torch.empty(shape, dtype=dtype, device=device)
+    wdt = torch.float64 if dtype == torch.float64 else torch.float32
+    pad = KEYED_MAX_NDIM - len(shape)
+    full_shape = (1,) * pad + shape
+    full_origin = (0,) * pad + origin
+    # row keys: the sum of the tables of every axis but the last (small broadcast adds)
+    row = torch.zeros((), dtype=torch.int64, device=device)
+    for axis in range(KEYED_MAX_NDIM - 1):
+        t = _axis_table(seed, axis, full_origin[axis], full_shape[axis], device)
+        row = row.unsqueeze(-1) + t
+    row = row.reshape(-1)
+    w0, w = full_origin[-1], full_shape[-1]
+    p0 = w0 // 2
+    npairs = (w0 + w - 1) // 2 - p0 + 1
+    col = _axis_table(seed, KEYED_MAX_NDIM - 1, p0, npairs, device)
+    rows = row.shape[0]
+    direct = w0 % 2 == 0 and w % 2 == 0 and wdt == dtype
+    buf = torch.empty((rows, npairs, 2), dtype=wdt, device=device)
+    per = max(1, _KEYED_CHUNK // npairs)  # rows per chunk
+    cap = min(rows, per) * min(npairs, _KEYED_CHUNK)
+    h_buf = torch.empty(cap, dtype=torch.int64, device=device)
+    tmp = torch.empty(cap, dtype=torch.int64, device=device)
+    r_buf = torch.empty(cap, dtype=wdt, device=device)
+    c_buf = torch.empty(cap, dtype=wdt, device=device)
+    s_buf = torch.empty(cap, dtype=wdt, device=device)
+    col_chunks = range(0, npairs, _KEYED_CHUNK) if per == 1 else (0,)
+    angle = 2.0 * math.pi * 2.0**-24
+    for r0 in range(0, rows, per):
+        r1 = min(rows, r0 + per)
+        for c0 in col_chunks:
+            c1 = npairs if per > 1 else min(npairs, c0 + _KEYED_CHUNK)
+            n = (r1 - r0) * (c1 - c0)
+            h = h_buf[:n].view(r1 - r0, c1 - c0)
+            torch.add(row[r0:r1, None], col[None, c0:c1], out=h)
+            h = h.view(-1)
+            t_ = tmp[:n]
+            _mix64_(h, t_)
+            # radius sqrt(-2 ln u), u = (h mod 2^32 + 1/2)·2^-32 in float32, below 1
+            torch.bitwise_and(h, 0xFFFFFFFF, out=t_)
+            rr = r_buf[:n]
+            rr.copy_(t_)
+            rr.add_(0.5).mul_(2.0**-32).clamp_max_(_U_MAX).log_().mul_(-2.0).sqrt_()
+            # angle θ = 2π·(top 24 bits, signed)·2^-24 in [-π, π)
+            torch.bitwise_right_shift(h, 40, out=t_)
+            th = c_buf[:n]
+            th.copy_(t_)
+            th.mul_(angle)
+            sn = s_buf[:n]
+            torch.sin(th, out=sn)
+            torch.cos(th, out=th)
+            th.mul_(rr)
+            sn.mul_(rr)
+            # interleave the (cos, sin) pairs in one pass through a complex view
+            dest = buf[r0:r1, c0:c1]  # contiguous: full rows, or one row's column range
+            torch.complex(th, sn, out=torch.view_as_complex(dest.view(n, 2)))
+    res = buf.view(rows, 2 * npairs)
+    if direct:
+        return res.view(shape)
+    off = w0 % 2
+    res = res[:, off : off + w].reshape(shape)
+    return res if wdt == dtype else res.to(dtype)
+
+
+def _tag_bytes(tag) -> bytes:
+    if isinstance(tag, bool) or not isinstance(tag, (str, numbers.Integral)):
+        raise TypeError(f"NoiseKey tags must be str or int, got {tag!r} ({type(tag).__name__})")
+    return (b"s" + tag.encode()) if isinstance(tag, str) else (b"i" + str(int(tag)).encode())
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseKey:
+    """Keyed noise as a value: ``seed`` and the global ``origin`` of the tensor to draw.
+
+    Accepted by vidnoise's random functions wherever a ``generator`` is (through
+    :func:`normal_like_source`): the noise drawn is ``keyed_randn(shape, seed=seed,
+    origin=origin)``, so a tensor sharded across processes, or drawn at another batch size
+    or frame count, stays bit-identical. ``origin=None`` means zeros for any shape.
+    :meth:`derive` gives an independent key for a second draw inside one function (a shared
+    frame, sub-pixels, permutations), keeping the origin.
+    """
+
+    seed: int
+    origin: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "seed", _check_seed(self.seed))
+        if self.origin is not None:
+            if not isinstance(self.origin, Sequence) or isinstance(self.origin, str):
+                raise TypeError(f"origin must be None or a sequence of ints, got {self.origin!r}")
+            origin = _check_origin(tuple(self.origin), (0,) * len(self.origin))
+            if len(origin) > KEYED_MAX_NDIM:
+                raise ValueError(
+                    f"origin must have at most {KEYED_MAX_NDIM} entries, got {origin}"
+                )
+            object.__setattr__(self, "origin", origin)
+
+    def derive(self, *tags) -> NoiseKey:
+        """An independent key: ``seed' = blake2b(seed, tags) >> 1`` (63 bits), same origin."""
+        h = hashlib.blake2b(digest_size=8)
+        h.update(str(self.seed).encode())
+        for tag in tags:
+            h.update(b"|" + _tag_bytes(tag))
+        return NoiseKey(int.from_bytes(h.digest(), "little") >> 1, self.origin)
+
+    def at(self, origin) -> NoiseKey:
+        """The same seed at another origin (None: zeros)."""
+        return NoiseKey(self.seed, None if origin is None else tuple(origin))
+
+    def randn(self, shape, *, dtype=None, device=None) -> torch.Tensor:
+        """``keyed_randn(shape, seed=self.seed, origin=self.origin, ...)`` (dtype default:
+        torch's default dtype)."""
+        dtype = check_floating_dtype("dtype", dtype)
+        return keyed_randn(shape, seed=self.seed, origin=self.origin, dtype=dtype, device=device)
+
+
+#: What the normal draws of vidnoise accept as ``generator=``: None, a generator, one
+#: generator per item of dim 0, or a :class:`NoiseKey`.
+NoiseSource = GeneratorLike | NoiseKey
+
+
+def normal_like_source(shape, source, *, device=None, dtype=None) -> torch.Tensor:
+    """Standard normal noise of ``shape`` from ``source``: ``None``, a generator or one
+    generator per item of dim 0 (:func:`randn`), or a :class:`NoiseKey` (:func:`keyed_randn`
+    at the key's origin). The one dispatch the random functions of vidnoise use."""
+    if isinstance(source, NoiseKey):
+        return source.randn(shape, dtype=dtype, device=device)
+    return randn(shape, generator=source, device=device, dtype=dtype)
+
+
 def _draw(kind: str, shape, generator, device, dtype, std: float = 1.0) -> torch.Tensor:
     shape = check_shape("shape", shape)
     dtype = check_floating_dtype("dtype", dtype)
+    if isinstance(generator, NoiseKey):
+        if kind == "normal":
+            return generator.randn(shape, dtype=dtype, device=device)
+        raise TypeError(
+            "generator: keyed noise (a NoiseKey) draws normal noise only; pass a "
+            "torch.Generator (or one per item of dim 0) for uniform noise"
+        )
     gens = as_generators(generator, shape[0] if shape else 0)
     if isinstance(gens, list) and not shape:
         raise ValueError("generator as a sequence needs a shape with at least one dim")
@@ -122,17 +447,19 @@ def _draw(kind: str, shape, generator, device, dtype, std: float = 1.0) -> torch
     return out
 
 
-def randn(shape, *, generator: GeneratorLike = None, device=None, dtype=None) -> torch.Tensor:
+def randn(shape, *, generator: NoiseSource = None, device=None, dtype=None) -> torch.Tensor:
     """Standard normal noise of ``shape``.
 
     ``generator`` may be one ``torch.Generator`` or a sequence with one per item of dim 0;
     with a sequence, item ``i`` is ``torch.randn(shape[1:], generator=generator[i])``, so it
     depends only on generator ``i``. The draw is made in float32 (float64 when
-    ``dtype=torch.float64``) and cast to ``dtype``.
+    ``dtype=torch.float64``) and cast to ``dtype``. With a :class:`NoiseKey` it is
+    ``key.randn(shape)``: :func:`keyed_randn` at the key's origin (one entry per dim of
+    ``shape``, or None for zeros).
 
     Args:
         shape: an int or a sequence of non-negative ints.
-        generator: None, a generator, or one generator per item of dim 0.
+        generator: None, a generator, one generator per item of dim 0, or a NoiseKey.
         device: defaults to the generator's device (CPU without one); must match it.
         dtype: a floating dtype (default: torch's default dtype).
     """
@@ -145,6 +472,7 @@ def rand(shape, *, generator: GeneratorLike = None, device=None, dtype=None) -> 
     Half-precision values are the rounding of the float32 draw, except that a draw which
     rounds up to 1.0 (within half an ulp of 1: about 2.4e-4 of fp16 draws, 2e-3 of bf16) is
     set to the largest value below 1, so the result stays in [0, 1) in every dtype.
+    A :class:`NoiseKey` is refused (``TypeError``): keyed noise is normal only.
     """
     return _draw("uniform", shape, generator, device, dtype)
 
@@ -209,7 +537,7 @@ def block_noise(
     *,
     gamma: float = 1 / 3,
     block=(2, 2),
-    generator: GeneratorLike = None,
+    generator: NoiseSource = None,
     device=None,
     dtype=None,
 ) -> torch.Tensor:
@@ -226,6 +554,18 @@ def block_noise(
 
     This is the renoising noise of Pyramid-Flow's stage jump (γ = 1/3 on 2x2 blocks).
     With a sequence of generators, item ``i`` of dim 0 depends only on generator ``i``.
+
+    With a :class:`NoiseKey` the noise is keyed (docs/math.md §11): the block with global
+    block index ``c`` (``origin = key.origin``, blocked dims counted in blocks) is made from
+    the ``k`` normals at ``c·k + j`` (j < k) of ``key.derive("block_noise")``'s keyed noise,
+    the block count folded into the last axis (``(*prefix, *counts[:-1], counts[-1]·k)``
+    at origin ``(*o_prefix, *o_blocked[:-1] / block[:-1], o_last / block_last · k)``), and
+    mixed by elementwise products summed in a fixed order (no matmul, whose rounding may
+    depend on the batch shape). So any block-aligned sub-box equals that slice of the full
+    draw bit for bit. The origin of every blocked dim must be a multiple of its block size
+    (``ValueError`` naming ``origin`` otherwise). The 2x2 singular fast path draws its three
+    planes ``X, Y, W`` as the rows ``3i, 3i+1, 3i+2`` of a ``(*lead, 3·hc, wc)`` keyed draw
+    at origin ``(*o_lead, 3·o_h/2, o_w/2)``.
     """
     shape = check_shape("shape", shape)
     dtype = check_floating_dtype("dtype", dtype)
@@ -236,6 +576,8 @@ def block_noise(
     nb = len(block)
     prefix = shape[: len(shape) - nb]
     counts = tuple(s // b for s, b in zip(shape[len(shape) - nb :], block))
+    if isinstance(generator, NoiseKey):
+        return _keyed_block_noise(shape, prefix, counts, block, gamma, generator, device, dtype)
     gens = as_generators(generator, shape[0] if shape else 0)
     if isinstance(gens, list) and not prefix and block[0] > 1:
         raise ValueError(
@@ -261,6 +603,71 @@ def block_noise(
         order += [p + i, p + nb + i]
     out = y.permute(order).reshape(shape)
     return out if draw_dtype == dtype else out.to(dtype)
+
+
+def _keyed_block_noise(shape, prefix, counts, block, gamma, key, device, dtype) -> torch.Tensor:
+    """:func:`block_noise` from a :class:`NoiseKey` (layout in its docstring)."""
+    origin = (0,) * len(shape) if key.origin is None else key.origin
+    if len(origin) != len(shape):
+        raise ValueError(
+            f"generator=NoiseKey origin {origin} must have one entry per dim of shape {shape} "
+            f"({len(shape)}), or be None"
+        )
+    nb, p = len(block), len(prefix)
+    for d, (o, b) in enumerate(zip(origin[p:], block)):
+        if o % b:
+            raise ValueError(
+                f"generator=NoiseKey origin {origin}: the origin of every blocked dim must be a "
+                f"multiple of its block size, so that blocks sit on the global block grid; "
+                f"dim {p + d} has origin {o}, block {b} (block={block})"
+            )
+    sub = key.derive("block_noise")
+    o_pre = origin[:p]
+    o_blk = tuple(o // b for o, b in zip(origin[p:], block))
+    m = math.prod(block)
+    device = torch.device("cpu") if device is None else torch.device(device)
+    draw_dtype = work_dtype(dtype)
+    if m == 1 or gamma == 0.0:
+        return sub.at(origin).randn(shape, dtype=dtype, device=device)
+    mix, singular = _block_basis(m, gamma)
+    k = mix.shape[1]
+    if singular and block[-2:] == (2, 2) and all(b == 1 for b in block[:-2]):
+        hc, wc = counts[-2], counts[-1]
+        lead = (*prefix, *counts[:-2])
+        o_lead = (*o_pre, *o_blk[:-2])
+        planes = sub.at((*o_lead, 3 * o_blk[-2], o_blk[-1])).randn(
+            (*lead, 3 * hc, wc), dtype=draw_dtype, device=device
+        )
+        planes = planes.mul_(math.sqrt(1.0 / 3.0)).view(*lead, hc, 3, wc)
+        # n[1, b] = -X + (-1)^b·√2·W = -(X - (-1)^b·√2·W) (exact: rounding is symmetric), so
+        # one addcmul with X broadcast over the rows a, signs ±√2 flipped in row 1, then row 1
+        # negated in place: no [X, -X] buffer
+        out = torch.empty(shape, dtype=draw_dtype, device=device)
+        blocks = out.view(*lead, hc, 2, wc, 2)
+        torch.addcmul(planes[..., 0:1, :, None], planes[..., 1:, :, None],
+                      _row_signs(draw_dtype, device), out=blocks)
+        blocks[..., 1, :, :].neg_()
+        return out if draw_dtype == dtype else out.to(dtype)
+    w = sub.at((*o_pre, *o_blk[:-1], o_blk[-1] * k)).randn(
+        (*prefix, *counts[:-1], counts[-1] * k), dtype=draw_dtype, device=device
+    ).view(*prefix, *counts, k)
+    cols = mix.t().to(device=device, dtype=draw_dtype)  # cols[j] = M[:, j]
+    y = w[..., 0:1] * cols[0]  # y[..., i] = sum_j w[..., j]·M[i, j], summed in order j
+    for j in range(1, k):
+        y.add_(w[..., j : j + 1] * cols[j])
+    y = y.view(*prefix, *counts, *block)
+    order = list(range(p))
+    for i in range(nb):
+        order += [p + i, p + nb + i]
+    out = y.permute(order).reshape(shape)
+    return out if draw_dtype == dtype else out.to(dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _row_signs(dtype, device) -> torch.Tensor:
+    """The (2, 1, 2) constant ``[[√2, -√2], [-√2, √2]]`` (block row a, column b)."""
+    r = math.sqrt(2.0)
+    return torch.tensor([[r, -r], [-r, r]], dtype=dtype, device=device).view(2, 1, 2)
 
 
 @functools.lru_cache(maxsize=16)
@@ -701,313 +1108,3 @@ def noise_pyramid(
         inv = _inverse_std(steps, tmode, dims, antialias, raw.device, raw.dtype)
         out.append(restore(raw * inv))
     return out[::-1]
-
-
-# ============================================================================= keyed noise
-# Counter-based ("keyed") Gaussian noise: the value at a global coordinate is a pure function
-# of (seed, coordinate). See docs/math.md §11 and docs/priors.md.
-import dataclasses as _dataclasses  # noqa: E402
-import hashlib as _hashlib  # noqa: E402
-import numbers as _numbers  # noqa: E402
-
-__all__ += ["keyed_randn", "NoiseKey", "normal_like_source", "KEYED_MAX_NDIM"]
-
-#: Coordinates of a tensor with d <= KEYED_MAX_NDIM dims are padded with leading zeros to this
-#: many axes, so ``keyed_randn((C, T, H, W))`` equals ``keyed_randn((1, C, T, H, W))[0]``.
-KEYED_MAX_NDIM = 8
-#: Largest global coordinate on any axis, plus one (origin + size must stay below it).
-KEYED_MAX_COORD = 1 << 48
-_MASK64 = (1 << 64) - 1
-_MIX_M1 = 0xBF58476D1CE4E5B9  # SplitMix64 finaliser (Stafford's "Mix13") multipliers
-_MIX_M2 = 0x94D049BB133111EB
-_GOLDEN = 0x9E3779B97F4A7C15
-_AXIS_SALT = 0xD1B54A32D192ED03
-_LN2 = math.log(2.0)
-_U_MAX = 1.0 - 2.0**-24  # the largest float32 below 1
-_KEYED_CHUNK = 1 << 18  # pairs per chunk: work buffers of 2 MiB, few torch calls per pair
-
-
-def _signed64(v: int) -> int:
-    """A 64-bit pattern (Python int in [0, 2^64)) as the int64 with the same bits."""
-    v &= _MASK64
-    return v - (1 << 64) if v >= (1 << 63) else v
-
-
-def _mix64_int(z: int) -> int:
-    """SplitMix64's finaliser on a Python int (the reference the tensor version must match)."""
-    z &= _MASK64
-    z = ((z ^ (z >> 30)) * _MIX_M1) & _MASK64
-    z = ((z ^ (z >> 27)) * _MIX_M2) & _MASK64
-    return z ^ (z >> 31)
-
-
-def _mix64_(x: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
-    """SplitMix64's finaliser in place on an int64 tensor (bits as uint64; wrapping products).
-
-    ``z ^= z >>> 30; z *= M1; z ^= z >>> 27; z *= M2; z ^= z >>> 31`` with the logical shifts
-    written as an arithmetic shift and a mask.
-    """
-    for shift, mult in ((30, _MIX_M1), (27, _MIX_M2), (31, None)):
-        torch.bitwise_right_shift(x, shift, out=tmp)
-        tmp.bitwise_and_((1 << (64 - shift)) - 1)
-        x.bitwise_xor_(tmp)
-        if mult is not None:
-            x.mul_(_signed64(mult))
-    return x
-
-
-def _axis_salt(seed: int, axis: int) -> int:
-    """Per-(seed, padded axis) salt: ``mix64(mix64(seed) + (axis+1)·S)``."""
-    return _mix64_int(_mix64_int(seed) + (axis + 1) * _AXIS_SALT)
-
-
-def _axis_table(seed: int, axis: int, start: int, size: int, device) -> torch.Tensor:
-    """``T_axis[g] = mix64(salt(seed, axis) + (g+1)·φ)`` for g in [start, start+size), int64."""
-    salt = _axis_salt(seed, axis)
-    g = torch.arange(start + 1, start + size + 1, dtype=torch.int64, device=device)
-    x = g.mul_(_signed64(_GOLDEN)).add_(_signed64(salt))
-    return _mix64_(x, torch.empty_like(x))
-
-
-def _keyed_int(seed: int, coord: Sequence[int]) -> int:
-    """The 64-bit hash of one element (pure Python; the oracle for tests and docs).
-
-    ``coord`` is the element's global coordinate padded to KEYED_MAX_NDIM axes; the last axis
-    is paired: the key uses ``g_last // 2`` and both members of a pair share one hash.
-    """
-    key = 0
-    last = len(coord) - 1
-    for axis, g in enumerate(coord):
-        gg = g // 2 if axis == last else g
-        key += _mix64_int(_axis_salt(seed, axis) + (gg + 1) * _GOLDEN)
-    return _mix64_int(key)
-
-
-def _keyed_value(seed: int, coord: Sequence[int], *, float32: bool = True) -> float:
-    """Float64 reference of one keyed normal (Box-Muller on the element's hash); ``u`` is
-    rounded as the float32 (or float64) computation rounds it."""
-    h = _keyed_int(seed, coord)
-    k1 = h & 0xFFFFFFFF
-    k2 = _signed64(h) >> 40  # signed 24-bit
-    if float32:
-        import numpy as np
-
-        f = np.float32
-        u = float(min((f(k1) + f(0.5)) * f(2.0**-32), f(_U_MAX)))
-    else:
-        u = min((k1 + 0.5) * 2.0**-32, _U_MAX)
-    r = math.sqrt(-2.0 * math.log(u))
-    theta = k2 * (2.0 * math.pi / 2.0**24)
-    return r * (math.cos(theta) if coord[-1] % 2 == 0 else math.sin(theta))
-
-
-def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, _numbers.Integral):
-        raise TypeError(
-            f"seed must be an int in [0, 2**63 - 1], got {seed!r} ({type(seed).__name__})"
-        )
-    seed = int(seed)
-    if not 0 <= seed <= (1 << 63) - 1:
-        raise ValueError(f"seed must be an int in [0, 2**63 - 1], got {seed}")
-    return seed
-
-
-def _check_origin(origin, shape: tuple[int, ...]) -> tuple[int, ...]:
-    if origin is None:
-        origin = (0,) * len(shape)
-    if isinstance(origin, torch.Tensor) or not isinstance(origin, Sequence) or isinstance(
-        origin, str
-    ):
-        raise TypeError(
-            f"origin must be None or a sequence of {len(shape)} ints (one per dim of shape "
-            f"{shape}), got {origin!r}"
-        )
-    if len(origin) != len(shape):
-        raise ValueError(
-            f"origin must have one entry per dim of shape {shape} ({len(shape)}), got "
-            f"{tuple(origin)} ({len(origin)} entries)"
-        )
-    out = []
-    for i, (o, s) in enumerate(zip(origin, shape)):
-        if isinstance(o, bool) or not isinstance(o, _numbers.Integral):
-            raise TypeError(f"origin must contain ints, got {tuple(origin)!r}")
-        o = int(o)
-        if o < 0 or o + s > KEYED_MAX_COORD:
-            raise ValueError(
-                f"origin[{i}] = {o} with size {s}: global coordinates must lie in "
-                f"[0, 2**48), got [{o}, {o + s})"
-            )
-        out.append(o)
-    return tuple(out)
-
-
-def keyed_randn(
-    shape, *, seed: int, origin=None, dtype: torch.dtype = torch.float32, device=None
-) -> torch.Tensor:
-    """Standard normal noise addressed by global coordinates (counter-based, stateless).
-
-    The value at index ``i`` is a pure function of ``(seed, origin + i)``: it does not depend
-    on the tensor's shape, the batch size, the frame count, the device or the process that
-    draws it. So any sub-box drawn alone (``origin`` = its corner) equals that slice of the
-    full tensor bit for bit; extending T or B leaves the existing entries unchanged; ranks
-    that each draw their shard reproduce the tensor one process would draw.
-
-    Scheme (docs/math.md §11), all integer arithmetic modulo 2^64:
-
-    * coordinates ``g = origin + i`` of a d-dim tensor are padded with leading zeros to
-      ``KEYED_MAX_NDIM = 8`` axes (dims align from the right, as in broadcasting: a
-      ``(C, T, H, W)`` draw equals item 0 of the ``(1, C, T, H, W)`` draw);
-    * the last axis is paired, ``p = g_7 // 2``; per axis ``a`` a table
-      ``T_a[g] = mix64(salt(seed, a) + (g+1)·φ)`` (φ = 0x9E3779B97F4A7C15, ``salt(seed, a)
-      = mix64(mix64(seed) + (a+1)·0xD1B54A32D192ED03)``, ``mix64`` = SplitMix64's finaliser);
-    * the pair's hash is ``h = mix64(T_0[g_0] + ... + T_6[g_6] + T_7[p])``;
-    * Box-Muller on the pair: ``u = min((h mod 2^32 + 1/2)·2^-32, 1 - 2^-24)`` (32 random
-      bits, rounded to the working dtype; strictly inside (0, 1): no 0, no 1, tails to
-      6.76σ), ``θ = 2π·s·2^-24`` with ``s`` the top 24 bits of ``h`` read as a signed
-      integer (θ uniform on [-π, π)); even ``g_7``: ``sqrt(-2 ln u)·cos θ``, odd:
-      ``sqrt(-2 ln u)·sin θ``. Computed in float32 (float64 for ``dtype=torch.float64``);
-      float16 / bfloat16 are the rounding of the float32 draw.
-
-    The per-axis tables are small; the full-size work is one add, the finaliser and the
-    transform, done in cache-sized chunks.
-
-    Args:
-        shape: an int or a sequence of non-negative ints (at most 8 dims).
-        seed: an int in [0, 2**63 - 1].
-        origin: the global coordinate of element ``(0, ..., 0)``, one non-negative int per
-            dim (default zeros); every coordinate stays below 2**48.
-        dtype: a floating dtype.
-        device: where to compute (default CPU); ``meta`` gives an empty meta tensor.
-    """
-    shape = check_shape("shape", shape)
-    if len(shape) > KEYED_MAX_NDIM:
-        raise ValueError(f"shape must have at most {KEYED_MAX_NDIM} dims, got {shape}")
-    seed = _check_seed(seed)
-    origin = _check_origin(origin, shape)
-    if not isinstance(dtype, torch.dtype):
-        raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
-    dtype = check_floating_dtype("dtype", dtype)
-    device = torch.device("cpu") if device is None else torch.device(device)
-    if device.type == "meta" or math.prod(shape) == 0:
-        return torch.empty(shape, dtype=dtype, device=device)
-    wdt = torch.float64 if dtype == torch.float64 else torch.float32
-    pad = KEYED_MAX_NDIM - len(shape)
-    full_shape = (1,) * pad + shape
-    full_origin = (0,) * pad + origin
-    # row keys: the sum of the tables of every axis but the last (small broadcast adds)
-    row = torch.zeros((), dtype=torch.int64, device=device)
-    for axis in range(KEYED_MAX_NDIM - 1):
-        t = _axis_table(seed, axis, full_origin[axis], full_shape[axis], device)
-        row = row.unsqueeze(-1) + t
-    row = row.reshape(-1)
-    w0, w = full_origin[-1], full_shape[-1]
-    p0 = w0 // 2
-    npairs = (w0 + w - 1) // 2 - p0 + 1
-    col = _axis_table(seed, KEYED_MAX_NDIM - 1, p0, npairs, device)
-    rows = row.shape[0]
-    direct = w0 % 2 == 0 and w % 2 == 0 and wdt == dtype
-    buf = torch.empty((rows, npairs, 2), dtype=wdt, device=device)
-    per = max(1, _KEYED_CHUNK // npairs)  # rows per chunk
-    cap = min(rows, per) * min(npairs, _KEYED_CHUNK)
-    h_buf = torch.empty(cap, dtype=torch.int64, device=device)
-    tmp = torch.empty(cap, dtype=torch.int64, device=device)
-    r_buf = torch.empty(cap, dtype=wdt, device=device)
-    c_buf = torch.empty(cap, dtype=wdt, device=device)
-    s_buf = torch.empty(cap, dtype=wdt, device=device)
-    col_chunks = range(0, npairs, _KEYED_CHUNK) if per == 1 else (0,)
-    angle = 2.0 * math.pi * 2.0**-24
-    for r0 in range(0, rows, per):
-        r1 = min(rows, r0 + per)
-        for c0 in col_chunks:
-            c1 = npairs if per > 1 else min(npairs, c0 + _KEYED_CHUNK)
-            n = (r1 - r0) * (c1 - c0)
-            h = h_buf[:n].view(r1 - r0, c1 - c0)
-            torch.add(row[r0:r1, None], col[None, c0:c1], out=h)
-            h = h.view(-1)
-            t_ = tmp[:n]
-            _mix64_(h, t_)
-            # radius sqrt(-2 ln u), u = (h mod 2^32 + 1/2)·2^-32 in float32, below 1
-            torch.bitwise_and(h, 0xFFFFFFFF, out=t_)
-            rr = r_buf[:n]
-            rr.copy_(t_)
-            rr.add_(0.5).mul_(2.0**-32).clamp_max_(_U_MAX).log_().mul_(-2.0).sqrt_()
-            # angle θ = 2π·(top 24 bits, signed)·2^-24 in [-π, π)
-            torch.bitwise_right_shift(h, 40, out=t_)
-            th = c_buf[:n]
-            th.copy_(t_)
-            th.mul_(angle)
-            sn = s_buf[:n]
-            torch.sin(th, out=sn)
-            torch.cos(th, out=th)
-            th.mul_(rr)
-            sn.mul_(rr)
-            # interleave the (cos, sin) pairs in one pass through a complex view
-            dest = buf[r0:r1, c0:c1]  # contiguous: full rows, or one row's column range
-            torch.complex(th, sn, out=torch.view_as_complex(dest.view(n, 2)))
-    res = buf.view(rows, 2 * npairs)
-    if direct:
-        return res.view(shape)
-    off = w0 % 2
-    res = res[:, off : off + w].reshape(shape)
-    return res if wdt == dtype else res.to(dtype)
-
-
-def _tag_bytes(tag) -> bytes:
-    if isinstance(tag, bool) or not isinstance(tag, (str, _numbers.Integral)):
-        raise TypeError(f"NoiseKey tags must be str or int, got {tag!r} ({type(tag).__name__})")
-    return (b"s" + tag.encode()) if isinstance(tag, str) else (b"i" + str(int(tag)).encode())
-
-
-@_dataclasses.dataclass(frozen=True)
-class NoiseKey:
-    """Keyed noise as a value: ``seed`` and the global ``origin`` of the tensor to draw.
-
-    Accepted by vidnoise's random functions wherever a ``generator`` is (through
-    :func:`normal_like_source`): the noise drawn is ``keyed_randn(shape, seed=seed,
-    origin=origin)``, so a tensor sharded across processes, or drawn at another batch size
-    or frame count, stays bit-identical. ``origin=None`` means zeros for any shape.
-    :meth:`derive` gives an independent key for a second draw inside one function (a shared
-    frame, sub-pixels, permutations), keeping the origin.
-    """
-
-    seed: int
-    origin: tuple[int, ...] | None = None
-
-    def __post_init__(self):
-        object.__setattr__(self, "seed", _check_seed(self.seed))
-        if self.origin is not None:
-            if not isinstance(self.origin, Sequence) or isinstance(self.origin, str):
-                raise TypeError(f"origin must be None or a sequence of ints, got {self.origin!r}")
-            origin = _check_origin(tuple(self.origin), (0,) * len(self.origin))
-            if len(origin) > KEYED_MAX_NDIM:
-                raise ValueError(
-                    f"origin must have at most {KEYED_MAX_NDIM} entries, got {origin}"
-                )
-            object.__setattr__(self, "origin", origin)
-
-    def derive(self, *tags) -> NoiseKey:
-        """An independent key: ``seed' = blake2b(seed, tags) >> 1`` (63 bits), same origin."""
-        h = _hashlib.blake2b(digest_size=8)
-        h.update(str(self.seed).encode())
-        for tag in tags:
-            h.update(b"|" + _tag_bytes(tag))
-        return NoiseKey(int.from_bytes(h.digest(), "little") >> 1, self.origin)
-
-    def at(self, origin) -> NoiseKey:
-        """The same seed at another origin (None: zeros)."""
-        return NoiseKey(self.seed, None if origin is None else tuple(origin))
-
-    def randn(self, shape, *, dtype=None, device=None) -> torch.Tensor:
-        """``keyed_randn(shape, seed=self.seed, origin=self.origin, ...)`` (dtype default:
-        torch's default dtype)."""
-        dtype = check_floating_dtype("dtype", dtype)
-        return keyed_randn(shape, seed=self.seed, origin=self.origin, dtype=dtype, device=device)
-
-
-def normal_like_source(shape, source, *, device=None, dtype=None) -> torch.Tensor:
-    """Standard normal noise of ``shape`` from ``source``: ``None``, a generator or one
-    generator per item of dim 0 (:func:`randn`), or a :class:`NoiseKey` (:func:`keyed_randn`
-    at the key's origin). The one dispatch the random functions of vidnoise use."""
-    if isinstance(source, NoiseKey):
-        return source.randn(shape, dtype=dtype, device=device)
-    return randn(shape, generator=source, device=device, dtype=dtype)

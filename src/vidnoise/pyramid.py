@@ -42,7 +42,7 @@ from vidnoise._checks import (
     values64,
     work_dtype,
 )
-from vidnoise.noise import as_generators, block_noise, noise_pyramid, randn
+from vidnoise.noise import NoiseKey, as_generators, block_noise, noise_pyramid, randn
 
 __all__ = ["PyramidSchedule", "StageBatch", "start_from_end", "end_from_start"]
 
@@ -119,6 +119,34 @@ def _bilinear_half(x: torch.Tensor) -> torch.Tensor:
     shape = x.shape
     y = F.avg_pool2d(x.reshape(shape[0], math.prod(shape[1:-2]), shape[-2], shape[-1]), 2)
     return y.reshape(*shape[:-2], shape[-2] // 2, shape[-1] // 2)
+
+
+def _key_origin(key: NoiseKey, ndim: int, multiple: int, where: str) -> tuple[int, ...]:
+    """A key's origin (full-resolution coordinates, one per dim of an ``ndim``-dim tensor,
+    None = zeros), its H and W entries checked to be multiples of ``multiple``."""
+    origin = (0,) * ndim if key.origin is None else key.origin
+    if len(origin) != ndim:
+        raise ValueError(
+            f"generator=NoiseKey origin {origin} must have one entry per dim of the "
+            f"full-resolution ({ndim}-dim) tensor, or be None"
+        )
+    if origin[-2] % multiple or origin[-1] % multiple:
+        raise ValueError(
+            f"generator=NoiseKey origin {origin}: {where} the H and W origins (full-resolution "
+            f"coordinates) must be multiples of {multiple}, got H={origin[-2]}, "
+            f"W={origin[-1]}; shard H and W on multiples of 2^(stages-1)"
+        )
+    return origin
+
+
+def _stage_key(key: NoiseKey, stage: int, stages: int, ndim: int) -> NoiseKey:
+    """The key of the jump into ``stage``: ``key.derive("jump", stage)`` at the key's
+    full-resolution origin scaled to the stage's level (H and W divided by
+    ``2^(stages-1-stage)``); that origin must be block-aligned (even) at the level."""
+    f = 2 ** (stages - 1 - stage)
+    origin = _key_origin(key, ndim, 2 * f, f"for the jump into stage {stage},")
+    level = (*origin[:-2], origin[-2] // f, origin[-1] // f)
+    return key.derive("jump", stage).at(level)
 
 
 def _check_noise(noise, shape, what: str) -> None:
@@ -437,10 +465,17 @@ class PyramidSchedule:
         ``Up`` nearest 2x (per frame for 5-D input), ``η`` 2x2 block noise of covariance
         ``(1+γ)I - γ·11ᵀ`` per block (:func:`vidnoise.noise.block_noise`).
 
+        With a :class:`~vidnoise.noise.NoiseKey`, ``η`` is keyed: its origin is read in
+        full-resolution coordinates (the sample's, as for the initial noise) and ``η`` is
+        ``block_noise(..., generator=key.derive("jump", stage).at(level_origin))`` with H and
+        W of the origin divided by ``2^(stages-1-stage)``. They must be multiples of
+        ``2^(stages-stage)`` (block-aligned at the level; ``ValueError`` naming ``origin``),
+        so shards on multiples of ``2^(stages-1)`` work for every jump.
+
         Args:
             x: (B, C, H, W) or (B, C, T, H, W) state of stage ``stage-1``.
             stage: the stage being entered, 1 <= stage < stages.
-            generator: for the block noise (one, or one per item of dim 0).
+            generator: for the block noise (one, or one per item of dim 0, or a NoiseKey).
             noise: renoising noise of the upsampled shape instead of block noise (ablations,
                 exact linear-algebra tests).
 
@@ -452,6 +487,8 @@ class PyramidSchedule:
         wd = work_dtype(x.dtype)
         up = _upsample_nearest(x.to(wd))
         if noise is None:
+            if isinstance(generator, NoiseKey):
+                generator = _stage_key(generator, stage, self.stages, x.dim())
             noise = block_noise(up.shape, gamma=self.gamma, block=(2, 2), generator=generator,
                                 device=x.device, dtype=wd)
         else:
@@ -560,6 +597,14 @@ class PyramidSchedule:
             generator: one generator or one per sample. Draw order: the full-resolution
                 noise (unless ``noise`` is given), then u for stage 0, 1, ... With one
                 generator per sample, sample ``b``'s numbers depend only on generator ``b``.
+                With a :class:`~vidnoise.noise.NoiseKey` (origin: the batch's corner in
+                full-resolution coordinates) the noise is ``key.randn(latents.shape)`` and
+                sample ``b``'s u comes from its own generator seeded with
+                ``key.derive("u", o_B + b).seed`` (``o_B`` the batch origin); every number is
+                then a function of the key and the global coordinates, so shards with batch
+                origins that are multiples of sum(stage_shares) (every sample keeps its
+                stage) and H, W origins multiples of 2^(stages-1) give the slices of the
+                whole batch's inputs.
             u_sampler: callable ``(n, *, generator, device) -> (n,)`` floating tensor of u in
                 [0, 1) (default: the library's ``uniform`` σ sampler); values outside [0, 1)
                 or NaN raise ``ValueError`` (checked on the host for CPU tensors).
@@ -580,9 +625,24 @@ class PyramidSchedule:
                 f"latents: the batch size B={B} must be a multiple of sum(stage_shares) = {S} "
                 f"(stage_shares={shares})"
             )
-        gens = as_generators(generator, B)
+        if isinstance(generator, NoiseKey):
+            origin = _key_origin(generator, latents.dim(), 2 ** (self.stages - 1),
+                                 "for training_inputs")
+            if origin[0] % S:
+                raise ValueError(
+                    f"generator=NoiseKey origin {origin}: the batch origin must be a multiple "
+                    f"of sum(stage_shares) = {S}, so that every sample keeps the stage it has "
+                    f"in the whole batch, got {origin[0]}"
+                )
+            key, gens = generator, [
+                torch.Generator(device=latents.device).manual_seed(
+                    generator.derive("u", origin[0] + b).seed)
+                for b in range(B)
+            ]
+        else:
+            key = gens = as_generators(generator, B)
         if noise is None:
-            noise = randn(latents.shape, generator=gens, device=latents.device,
+            noise = randn(latents.shape, generator=key, device=latents.device,
                           dtype=work_dtype(latents.dtype))
         else:
             _check_noise(noise, latents.shape, "the shape of latents")

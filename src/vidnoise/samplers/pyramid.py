@@ -24,8 +24,8 @@ from vidnoise._checks import (
     check_tensor,
     work_dtype,
 )
-from vidnoise.noise import as_generators, noise_pyramid, randn
-from vidnoise.pyramid import PyramidSchedule
+from vidnoise.noise import NoiseKey, as_generators, noise_pyramid, randn
+from vidnoise.pyramid import PyramidSchedule, _key_origin
 from vidnoise.samplers._common import progress_bar
 from vidnoise.samplers.guidance import scale_plan, stage_cfg
 
@@ -89,7 +89,15 @@ def sample_pyramid(
         steps: Euler steps per stage (``schedule.stages`` ints >= 1), one int for every
             stage, or None (default): 20 steps in each of the schedule's stages.
         generator: one generator or one per sample; draws the initial noise, then the block
-            noise of each jump in stage order.
+            noise of each jump in stage order. Or a :class:`~vidnoise.noise.NoiseKey` whose
+            origin is the sample's corner in full-resolution coordinates (None: zeros): the
+            initial noise is ``key.randn(shape)`` and the jump into stage ``k`` draws
+            ``key.derive("jump", k)`` (see :meth:`~vidnoise.pyramid.PyramidSchedule.jump`;
+            a custom ``jump`` receives the key). H and W origins must be multiples of
+            ``2^(stages-1)`` (``ValueError`` naming ``origin``). Then a sample drawn in
+            pieces (along B, T, or H and W on multiples of ``2^(stages-1)``) equals the
+            slices of the whole sample bit for bit when ``model`` acts locally (per batch
+            item, frame or pixel as the pieces are cut).
         grid: ``"reference"`` (Pyramid-Flow's ``linspace(1, 1/N, n)`` then 0) or
             ``"exact"`` (equal steps down to 0); see
             :meth:`~vidnoise.pyramid.PyramidSchedule.stage_grid`.
@@ -147,7 +155,11 @@ def sample_pyramid(
         device = noise.device
     dtype = check_floating_dtype("dtype", dtype)
     wd = work_dtype(dtype)
-    gens = as_generators(generator, shape[0])
+    if isinstance(generator, NoiseKey):  # a keyed whole sample: checked before any step
+        _key_origin(generator, len(shape), 2 ** (K - 1), "for sample_pyramid")
+        gens = generator
+    else:
+        gens = as_generators(generator, shape[0])
     with torch.set_grad_enabled(grad):
         return _loop(model, shape, schedule, steps, gens, grid, plan, callback, progress,
                      noise, jump, dtype, wd, device, stage_shapes)
