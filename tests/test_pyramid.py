@@ -96,16 +96,10 @@ def test_stage_grid_exact():
     # the reference grid's last step only moves 1/N -> 0
     _, rc = s.stage_grid(1, 4)
     assert float(rc[-2] - rc[-1]) == pytest.approx(1e-3)
-    # the old spelling compat=True/False still gives the same grids
-    for compat, grid in ((True, "reference"), (False, "exact")):
-        for a, b in zip(s.stage_grid(1, 4, compat=compat), s.stage_grid(1, 4, grid=grid)):
-            assert torch.equal(a, b)
     with pytest.raises(ValueError, match="grid"):
         s.stage_grid(1, 4, grid="compat")
-    with pytest.raises(ValueError, match="not both"):
-        s.stage_grid(1, 4, grid="exact", compat=True)
-    with pytest.raises(TypeError, match="compat"):
-        s.stage_grid(1, 4, compat=1)
+    with pytest.raises(TypeError, match="compat"):  # the old boolean is gone
+        s.stage_grid(1, 4, compat=True)
 
 
 def test_schedule_is_frozen_and_hashable():
@@ -667,9 +661,8 @@ def test_small_helpers_name_bad_input():
         sch.training_inputs(torch.randn(4, 1, 8, 8), u_sampler=0.5)
     with pytest.raises(ValueError, match="grid"):
         sch.training_inputs(torch.randn(4, 1, 8, 8), grid="compat")
-    with pytest.raises(ValueError, match="not both"):
-        sch.training_inputs(torch.randn(4, 1, 8, 8), stage_shares=(1, 2, 1),
-                            sample_ratios=(1, 2, 1))
+    with pytest.raises(TypeError, match="sample_ratios"):  # the old name is gone
+        sch.training_inputs(torch.randn(4, 1, 8, 8), sample_ratios=(1, 2, 1))
 
 
 def test_stage_inputs_is_training_inputs_per_stage(fused):
@@ -685,10 +678,9 @@ def test_stage_inputs_is_training_inputs_per_stage(fused):
         assert one.indices.tolist() == list(range(rows.numel()))
         for f in ("noisy", "target", "ratio", "timestep", "sigma"):
             torch.testing.assert_close(getattr(one, f), getattr(o, f), rtol=0, atol=0)
-    # the old keyword sample_ratios= still names the stage shares
-    old = sch.training_inputs(lat, sample_ratios=(2, 1, 1), noise=noise,
-                              generator=per_sample_generators(8), u_sampler=fixed_u(u))
-    assert [o.indices.tolist() for o in old] == _stage_rows(8, (2, 1, 1))
+    shares = sch.training_inputs(lat, stage_shares=(2, 1, 1), noise=noise,
+                                 generator=per_sample_generators(8), u_sampler=fixed_u(u))
+    assert [o.indices.tolist() for o in shares] == _stage_rows(8, (2, 1, 1))
 
 
 def test_fused_equals_plain_half_and_empty(monkeypatch):

@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 
 from vidnoise._checks import (
-    check_bool,
     check_callable,
     check_choice,
     check_float,
@@ -245,14 +244,6 @@ def _default_u_sampler():
     return uniform
 
 
-def _grid_choice(grid, compat, where: str) -> str:
-    """``grid``, or the old boolean ``compat`` (True -> "reference", False -> "exact")."""
-    if compat is not None:
-        check_bool("compat", compat)
-        if grid != "reference":
-            raise ValueError(f"{where}: give grid= or the old compat=, not both")
-        return "reference" if compat else "exact"
-    return check_choice("grid", grid, GRIDS)
 
 
 # ----------------------------------------------------------------------------- schedule helpers
@@ -270,11 +261,7 @@ def _check_sizes(name: str, shape, stages: int) -> None:
         )
 
 
-def _stage_shares(K: int, stage_shares, sample_ratios) -> tuple[int, ...]:
-    if sample_ratios is not None:
-        if stage_shares is not None:
-            raise ValueError("give stage_shares (or its old name sample_ratios), not both")
-        stage_shares = sample_ratios
+def _stage_shares(K: int, stage_shares) -> tuple[int, ...]:
     if stage_shares is None:
         return _default_stage_shares(K)
     if not isinstance(stage_shares, Sequence) or len(stage_shares) != K:
@@ -419,7 +406,7 @@ class PyramidSchedule:
         return (*shape[:-2], shape[-2] // f, shape[-1] // f)
 
     # ------------------------------------------------------------------ inference grid
-    def stage_grid(self, stage: int, n: int, *, grid: str = "reference", compat=None):
+    def stage_grid(self, stage: int, n: int, *, grid: str = "reference"):
         """Inference grid of ``stage`` with ``n`` Euler steps (``docs/math.md`` §4).
 
         Returns ``(timesteps, ratios)``, float64 CPU tensors of shapes (n,) and (n+1,): step
@@ -430,11 +417,10 @@ class PyramidSchedule:
           ``t_max`` to ``t(1/N)``; the last step only moves ``1/N -> 0``.
         * ``grid="exact"``: ratios ``linspace(1, 0, n+1)``, timesteps ``t(r_i)``.
 
-        ``compat=True/False`` is the old spelling of ``grid="reference"/"exact"``.
         """
         stage = self._stage(stage)
         n = check_int("n", n, minimum=1)
-        grid = _grid_choice(grid, compat, "stage_grid")
+        check_choice("grid", grid, GRIDS)
         N = self.num_train_timesteps
         t_max, t_min = self.timestep_range[stage]
         if grid == "reference":
@@ -579,7 +565,6 @@ class PyramidSchedule:
         u_sampler: Callable | None = None,
         noise: torch.Tensor | None = None,
         grid: str = "reference",
-        sample_ratios: Sequence[int] | None = None,
     ) -> list[StageBatch]:
         """Pyramidal flow-matching training inputs, one :class:`StageBatch` per stage.
 
@@ -610,13 +595,12 @@ class PyramidSchedule:
                 or NaN raise ``ValueError`` (checked on the host for CPU tensors).
             noise: full-resolution noise (shape of ``latents``) instead of a draw.
             grid: "reference" (ratios on the N-point grid) or "exact" (``r = 1 - u``).
-            sample_ratios: old name of ``stage_shares``.
 
         Same noise and u in, same numbers out as the reference ``add_pyramid_noise``.
         """
         check_tensor("latents", latents, ndims=(4, 5))
         _check_sizes("latents", latents.shape, self.stages)
-        shares = _stage_shares(self.stages, stage_shares, sample_ratios)
+        shares = _stage_shares(self.stages, stage_shares)
         grid = check_choice("grid", grid, GRIDS)
         sampler = check_callable("u_sampler", u_sampler, optional=True) or _default_u_sampler()
         B, S = latents.shape[0], sum(shares)
@@ -659,7 +643,3 @@ class PyramidSchedule:
             out.append(dataclasses.replace(batch, indices=rows.to(latents.device)))
         return out
 
-
-# Old public name, not in __all__: kept only while src/vidnoise/demo/sample.py and
-# tests/test_sample_pyramid.py import it (the fix is theirs to make).
-upsample_nearest = _upsample_nearest
