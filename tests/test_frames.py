@@ -345,6 +345,15 @@ def test_level_sigmas():
         level_sigmas([[4]], g)
     with pytest.raises(ValueError, match="levels must be in"):
         level_sigmas([[-1]], g)
+    with pytest.raises(ValueError, match="grid must be strictly decreasing"):
+        level_sigmas([[1]], [1.0, 0.6, 0.6, 0.0])
+    with pytest.raises(ValueError, match="grid must contain finite"):
+        level_sigmas([[1]], [float("inf"), 0.0])
+    sky = skyreels_matrix(4, [1000, 500], 4, ar_step=1)
+    with pytest.raises(ValueError, match="grid must be strictly decreasing"):
+        sky.sigmas([1.0, 0.0, 0.5])
+    with pytest.raises(ValueError, match="num_steps \\+ 1 = 3 values, got 4"):
+        sky.sigmas([1.0, 0.5, 0.2, 0.0])
 
 
 def _diffusers_fn():

@@ -47,7 +47,7 @@ from vidnoise._checks import (
 )
 from vidnoise.conventions import FLOW_SIGMA_HINT
 from vidnoise.noise import as_generators, randn
-from vidnoise.samplers._common import check_state, model_output, progress_range, read_grid
+from vidnoise.samplers._common import model_output, progress_range, read_grid, to_device
 from vidnoise.samplers.guidance import combine, scale_plan
 
 __all__ = [
@@ -278,7 +278,6 @@ def sample_frames(
     """
     check_callable("model", model)
     check_tensor("noise", noise, ndims=(5,))
-    check_state("noise", noise)
     check_choice("layout", layout, LAYOUTS)
     euler_last = _solver_rule(solver, edm, last_step)
     check_bool("grad", grad)
@@ -477,11 +476,7 @@ def level_sigmas(levels, grid) -> Tensor:
     (``grid[K]``, level 0; usually 0). ``levels``: an int tensor or nested lists of ints in
     [0, K]. Returns float64 of ``levels``' shape.
     """
-    g = torch.as_tensor(grid, dtype=torch.float64).detach().cpu()
-    if g.dim() != 1 or g.numel() < 2:
-        raise ValueError(f"grid must be a 1-D sequence of at least 2 values, got {tuple(g.shape)}")
-    if not bool((g[1:] < g[:-1]).all()) or not bool(torch.isfinite(g).all()) or g[-1] < 0:
-        raise ValueError(f"grid must be finite, >= 0 and strictly decreasing, got {g.tolist()}")
+    g = torch.tensor(_grid("grid", grid, high=None, end=None), dtype=torch.float64)
     lv = torch.as_tensor(levels).detach().cpu()
     if lv.is_floating_point() or lv.dtype == torch.bool:
         raise TypeError(f"levels must be integers, got dtype {lv.dtype}")
@@ -521,11 +516,10 @@ class SkyReelsSchedule:
         levels after iteration r. A frame with ``k`` updates is at ``grid[min(k, N)]``
         (``grid``: the N + 1 σ values the N template timesteps step between, ``grid[N]``
         usually 0). Frames ready before the start (``num_pre_ready``) are at ``grid[N]``."""
-        g = torch.as_tensor(grid, dtype=torch.float64).detach().cpu()
-        if g.dim() != 1 or g.numel() != self.num_steps + 1:
+        g = torch.tensor(_grid("grid", grid, high=None, end=None), dtype=torch.float64)
+        if g.numel() != self.num_steps + 1:
             raise ValueError(
-                f"grid must have num_steps + 1 = {self.num_steps + 1} values, got shape "
-                f"{tuple(g.shape)}"
+                f"grid must have num_steps + 1 = {self.num_steps + 1} values, got {g.numel()}"
             )
         first = self.step_index[0] - self.update_mask[0].long()  # before iteration 0
         idx = torch.cat([first[None], self.step_index]).clamp(0, self.num_steps)
@@ -743,8 +737,8 @@ class WindowSchedule:
         return FramePlan(sig, tuple(wins))
 
 
-def _grid(name: str, grid, high=1.0) -> list[float]:
-    return read_grid(name, grid, high=high, end=0.0)
+def _grid(name: str, grid, high=1.0, end=0.0) -> list[float]:
+    return read_grid(name, grid, high=high, end=end)
 
 
 def rolling_schedule(grid, window: int, *, edm: bool = False) -> WindowSchedule:
@@ -986,10 +980,8 @@ def history_guidance(model, scale, history, *, model_uncond=None, layout="BCTHW"
             shape[ax] = t
             tabs = None
             if plan is not None:  # w_i (working dtype) and σ_i (float64) on the device
-                tabs = (_host_to(torch.tensor(plan[0], dtype=torch.float64),
-                                 work_dtype(x.dtype), x.device),
-                        _host_to(torch.tensor(plan[1], dtype=torch.float64), torch.float64,
-                                 x.device))
+                tabs = (to_device(plan[0], work_dtype(x.dtype), x.device),
+                        to_device(plan[1], torch.float64, x.device))
             cache[key] = (m.to(x.device), m.to(x.device).reshape(shape), tabs)
         return cache[key]
 
