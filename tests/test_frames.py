@@ -124,6 +124,10 @@ def test_meta_device_no_sync():
     assert out.device.type == "meta" and out.shape == x.shape
     out = sample_frames(lambda x, s: torch.empty_like(x), x, rows, edm=True)
     assert out.shape == x.shape
+    grid = lin(4)  # history guidance with a per-step scale: the per-frame look-up on meta too
+    hg = history_guidance(lambda x, s: torch.empty_like(x), [3.0, 2.0, 1.5, 1.0], 2,
+                          sigmas=grid)
+    assert sample_frames(hg, x, rows, solver="heun").device.type == "meta"
 
 
 def test_grad_policy():
@@ -1022,3 +1026,21 @@ def test_frame_training_sample_edm_and_bad_path():
         frame_training_sample(VPPath(), x0)
     with pytest.raises(ValueError, match="x0 must have 5 dims"):
         frame_training_sample(EDMPath(), x0[0])
+
+
+def test_history_guidance_half_precision_and_empty_batch():
+    """bf16 input: the scale is applied in float32 (combine) and the result is bf16, close to
+    the float32 result (bf16 rounding of inputs and output: 2e-2); B = 0 runs."""
+    grid = lin(4)
+    x = torch.randn(2, 1, 3, 2, 2, generator=torch.Generator().manual_seed(3))
+    s = torch.tensor([[0.0, 0.5, 1.0], [0.0, 0.25, 0.75]])
+    m = smooth_model()
+    hg = history_guidance(m, [3.0, 2.0, 1.5, 1.0], 1, sigmas=grid,
+                          generator=torch.Generator().manual_seed(1))
+    hi = hg(x, s)
+    hg = history_guidance(m, [3.0, 2.0, 1.5, 1.0], 1, sigmas=grid,
+                          generator=torch.Generator().manual_seed(1))
+    lo = hg(x.bfloat16(), s)
+    assert lo.dtype == torch.bfloat16
+    torch.testing.assert_close(lo.float()[:, :, 1:], hi[:, :, 1:], rtol=2e-2, atol=2e-2)
+    assert hg(x[:0], s[:0]).shape == (0, 1, 3, 2, 2)
