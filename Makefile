@@ -26,14 +26,17 @@ venv: $(PY)
 install-demo: venv
 	$(PIP) install -q -e ".[demo]"
 
+# k-diffusion is a reference for the sampler tests only: its sampling.py is read from the
+# installed package; --no-deps keeps its heavy requirements (torchvision, wandb) out.
 install-dev: venv
 	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-deps k-diffusion==0.1.1.post1
 
 demo: install-demo
 	$(PY) -m vidnoise demo
 
 test: install-dev
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks scripts
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 test-slow: install-dev

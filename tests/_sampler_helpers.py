@@ -72,3 +72,57 @@ def gaussian_flow(mean: float, std: float):
         return (-mean + da / (2 * a) * (x - (1 - s) * mean)).to(x.dtype)
 
     return v
+
+
+def k_diffusion_sampling():
+    """k-diffusion's own ``sampling`` module, loaded from its installed file, or None.
+
+    k-diffusion 0.1.1's package ``__init__`` imports torchvision, scikit-image and jsonmerge
+    (training and evaluation code); its samplers need only torch, scipy, torchdiffeq, tqdm and
+    ``utils.append_dims``. So the file ``k_diffusion/sampling.py`` is executed as is, with its
+    ``from . import utils`` answered by a package holding k-diffusion's three-line
+    ``append_dims`` and, when torchsde is missing, an empty ``torchsde`` (used only by the SDE
+    samplers, which are not compared).
+    """
+    import importlib.util
+    import sys
+    import types
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("k_diffusion")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "sampling.py"
+    try:
+        import torchdiffeq  # noqa: F401
+    except ImportError:
+        return None
+    pkg = types.ModuleType("_kdiffusion_samplers")
+    pkg.__path__ = []
+    utils = types.ModuleType("_kdiffusion_samplers.utils")
+
+    def append_dims(x, target_dims):  # k_diffusion/utils.py, append_dims
+        dims_to_append = target_dims - x.ndim
+        if dims_to_append < 0:
+            raise ValueError(f"input has {x.ndim} dims but target_dims is {target_dims}")
+        return x[(...,) + (None,) * dims_to_append]
+
+    utils.append_dims = append_dims
+    pkg.utils = utils
+    saved = {k: sys.modules.get(k) for k in ("_kdiffusion_samplers", "torchsde")}
+    sys.modules["_kdiffusion_samplers"] = pkg
+    sys.modules["_kdiffusion_samplers.utils"] = utils
+    if saved["torchsde"] is None:
+        try:
+            import torchsde  # noqa: F401
+        except ImportError:
+            sys.modules["torchsde"] = types.ModuleType("torchsde")
+    try:
+        mspec = importlib.util.spec_from_file_location("_kdiffusion_samplers.sampling", path)
+        mod = importlib.util.module_from_spec(mspec)
+        mspec.loader.exec_module(mod)
+    finally:
+        if saved["torchsde"] is None and isinstance(sys.modules.get("torchsde"), types.ModuleType) \
+                and not hasattr(sys.modules["torchsde"], "BrownianTree"):
+            del sys.modules["torchsde"]
+    return mod

@@ -154,7 +154,7 @@ def test_noise_is_sigma_times_unit_normal():
 def test_no_public_name_returns_noise_alone():
     # The module's public API: the augmentation call always adds the noise to the image.
     assert set(cond.__all__) == {
-        "LAYOUTS", "ConditionBatch", "ImageConditionAugment", "PreviousFrames",
+        "LAYOUTS", "ConditionBatch", "CorruptedHistory", "ImageConditionAugment", "PreviousFrames",
         "augment_previous_frames", "concat_condition", "condition", "corrupt_history",
     }  # fmt: skip
     assert {f for f in vars(ImageConditionAugment) if not f.startswith("_")} >= {
@@ -617,7 +617,7 @@ def test_previous_frames_per_sample_generators():
 
 def test_previous_frames_bad_input():
     frames = torch.zeros(2, 3, 8, 8)
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="sigma and sigma_sampler are exclusive"):
         augment_previous_frames(frames, sigma=0.1, sigma_sampler=lognormal_sampler)
     with pytest.raises(ValueError, match=r"sigma must be in \(0.0, inf\]"):
         augment_previous_frames(frames, sigma=0.0)
@@ -653,24 +653,46 @@ def test_corrupt_history_behaves_as_specified(max_ratio):
     n = 5000
     shape = (n, 2, 1, 2, 2)
     ones, zeros = torch.ones(shape, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64)
-    out1 = cond.corrupt_history(ones, max_ratio, generator=gen(70))
-    out0 = cond.corrupt_history(zeros, max_ratio, generator=gen(70))
+    res1 = cond.corrupt_history(ones, max_ratio, generator=gen(70))
+    out1, out0 = res1.noised, cond.corrupt_history(zeros, max_ratio, generator=gen(70)).noised
     sc = 1 - (out1 - out0).reshape(n, -1).mean(1)
     assert float(((out1 - out0).reshape(n, -1) - (1 - sc)[:, None]).abs().max()) < 1e-12
     assert float(sc.min()) >= 0 and float(sc.max()) <= max_ratio
+    assert torch.allclose(res1.sigma, sc, rtol=0, atol=1e-12)  # the reported σc is the applied one
     # KS against U(0, max_ratio) (p > 1e-4), with power against U(0, 0.9·max_ratio)
     assert stats.kstest(sc.numpy(), stats.uniform(0, max_ratio).cdf).pvalue > KS_ALPHA
     assert stats.kstest(sc.numpy(), stats.uniform(0, 0.9 * max_ratio).cdf).pvalue < KS_ALPHA
     eps = out0 / sc.view(n, 1, 1, 1, 1)
     assert unit_noise_ok(eps)
     frames = torch.rand(shape, generator=gen(71), dtype=torch.float64)
-    out = cond.corrupt_history(frames, max_ratio, generator=gen(70))
+    out = cond.corrupt_history(frames, max_ratio, generator=gen(70)).noised
     expect = sc.view(n, 1, 1, 1, 1) * eps + (1 - sc.view(n, 1, 1, 1, 1)) * frames
     assert torch.allclose(out, expect, rtol=0, atol=1e-9)
     # per-sample generators: sample i depends only on generator i
     full = cond.corrupt_history(frames[:3], max_ratio, generator=gens(1, 2, 3))
     alone = cond.corrupt_history(frames[2:3], max_ratio, generator=gens(3))
-    assert torch.equal(full[2], alone[0])
+    assert torch.equal(full.noised[2], alone.noised[0]) and full.sigma[2] == alone.sigma[0]
+
+
+def test_corrupt_history_returns_one_frozen_result():
+    # one result style: a frozen dataclass, no return_sigma= tuple
+    import dataclasses
+
+    frames = torch.rand(3, 2, 2, 4, 4, generator=gen(72))
+    res = cond.corrupt_history(frames, generator=gen(73))
+    assert isinstance(res, cond.CorruptedHistory) and dataclasses.is_dataclass(res)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.sigma = None
+    assert res.noised.shape == frames.shape and res.sigma.shape == (3,)
+    with pytest.raises(TypeError, match="return_sigma"):
+        cond.corrupt_history(frames, return_sigma=True)
+    half = cond.corrupt_history(frames.half(), generator=gen(73))
+    assert half.noised.dtype == torch.float16 and half.sigma.dtype == torch.float32
+    assert torch.allclose(half.noised.float(), res.noised, atol=2e-3)  # same draws, float32 math
+    empty = cond.corrupt_history(frames[:0])
+    assert empty.noised.shape == (0, 2, 2, 4, 4) and empty.sigma.shape == (0,)
+    meta = cond.corrupt_history(frames.to("meta"))
+    assert meta.noised.is_meta and meta.sigma.shape == (3,)
 
 
 # ================================================================== device
@@ -739,3 +761,66 @@ def test_negative_sigma_from_a_sampler_or_tensor_is_named():
     for bad in (torch.ones(3, dtype=torch.bool), torch.ones(3, 2, 2, dtype=torch.complex64)):
         with pytest.raises(ValueError, match="frames must have a floating dtype"):
             augment_previous_frames(bad, sigma=0.1)
+
+
+# ================================================================== silent results found by fuzzing
+def test_encode_output_on_another_device_is_named():
+    # before: an encode returning a meta tensor passed, and augment returned meta latents
+    # (no values) without a word
+    img = pixel_image(2)
+    for call in (lambda e: ImageConditionAugment().augment(img, 3, e, generator=gen(1)),
+                 lambda e: cond.condition(img, 3, e)):
+        with pytest.raises(ValueError, match=r"encode must return a tensor on the image's "
+                                             r"device cpu, got one on meta"):
+            call(lambda x: x.to("meta"))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_pixel_image_is_named(bad):
+    # before: a NaN pixel image passed the [-1, 1] check (nan > 2 is False) and came back as
+    # NaN latents; the check already reads the values, so it counts the non-finite ones
+    img = pixel_image(2).clone()
+    img[1, 0, 0, 3, 4] = bad
+    with pytest.raises(ValueError, match=r"image must hold finite values, got 1 of 1536 values"):
+        ImageConditionAugment().augment(img, 3, generator=gen(1))
+
+
+def test_meta_sigma_for_real_frames_is_named():
+    # before: NotImplementedError "Cannot copy out of meta tensor" from deep inside torch
+    frames = torch.rand(2, 3, 4, 4, generator=gen(2))
+    with pytest.raises(ValueError, match="sigma is on meta but frames are on cpu"):
+        augment_previous_frames(frames, sigma=torch.ones(2, device="meta"))
+    with pytest.raises(ValueError, match="sigma_sampler's σ is on meta but frames are on cpu"):
+        augment_previous_frames(
+            frames, sigma_sampler=lambda b, **kw: torch.ones(b, device="meta"))
+    # frames on meta: the whole call runs on meta (no value is read)
+    out = augment_previous_frames(frames.to("meta"), offset_noise=0.1)
+    assert out.noised.is_meta and out.sigma.is_meta and out.sigma.shape == (2,)
+    out = augment_previous_frames(frames.to("meta"), sigma=torch.ones(2, device="meta"))
+    assert out.noised.is_meta
+
+
+@pytest.mark.parametrize("sigma", [1e-50, torch.tensor([1e-3, 1e-50], dtype=torch.float64)])
+def test_sigma_that_underflows_in_the_working_dtype_is_named(sigma):
+    # before: σ = 1e-50 became 0 in float32, the frames came back unnoised and c_noise_cond
+    # said ln(1e-50)/4 = -28.8 (float) or -inf (tensor); float64 frames keep it
+    frames = torch.rand(2, 3, 4, 4, generator=gen(3))
+    with pytest.raises(ValueError, match=r"sigma must be > 0 in torch.float32 .* rounds to 0"):
+        augment_previous_frames(frames, sigma=sigma)
+    with pytest.raises(ValueError, match=r"sigma_sampler's σ must be > 0 in torch.float32"):
+        augment_previous_frames(frames, sigma_sampler=lambda b, **kw: torch.full(
+            (b,), 1e-50, dtype=torch.float64))
+    out = augment_previous_frames(frames.double(), sigma=sigma)
+    assert bool((out.sigma > 0).all()) and bool(out.c_noise_cond.isfinite().all())
+
+
+def test_sigma_sampler_protocol_and_exclusive_arguments_are_named():
+    # before: TypeError "<lambda>() got an unexpected keyword argument 'generator'" from the
+    # call, and "not both" without saying what was given
+    frames = torch.rand(2, 3, 4, 4, generator=gen(4))
+    with pytest.raises(TypeError, match=r"sigma_sampler must accept \(batch_size, \*, "
+                                        r"generator=None, device=None\)"):
+        augment_previous_frames(frames, sigma_sampler=lambda b: torch.ones(b))
+    with pytest.raises(ValueError, match=r"sigma and sigma_sampler are exclusive.*got sigma "
+                                         r"of type float"):
+        augment_previous_frames(frames, sigma=0.1, sigma_sampler=lambda b, **kw: None)

@@ -16,8 +16,8 @@ F64 = torch.float64
 def test_corrupt_history_formula_and_distribution():
     g = torch.Generator().manual_seed(0)
     frames = torch.randn(4000, 2, 3, 4, 4, dtype=F64, generator=g)
-    out, sigma = corrupt_history(frames, generator=torch.Generator().manual_seed(1),
-                                 return_sigma=True)
+    r = corrupt_history(frames, generator=torch.Generator().manual_seed(1))
+    out, sigma = r.noised, r.sigma
     # rebuild: σ drawn first (U[0,1)·max), then ε, from the same generator
     g2 = torch.Generator().manual_seed(1)
     sig = torch.rand(4000, dtype=F64, generator=g2) / 3
@@ -33,12 +33,12 @@ def test_corrupt_history_formula_and_distribution():
 
 def test_corrupt_history_options():
     frames = torch.randn(3, 4, 8)
-    assert torch.equal(corrupt_history(frames, 0.0), frames)
+    assert torch.equal(corrupt_history(frames, 0.0).noised, frames)
     gens = [torch.Generator().manual_seed(i) for i in range(3)]
-    a = corrupt_history(frames, generator=gens)
-    b = corrupt_history(frames[2:], generator=[torch.Generator().manual_seed(2)])
+    a = corrupt_history(frames, generator=gens).noised
+    b = corrupt_history(frames[2:], generator=[torch.Generator().manual_seed(2)]).noised
     torch.testing.assert_close(a[2:], b)
-    h = corrupt_history(frames.half(), generator=torch.Generator().manual_seed(0))
+    h = corrupt_history(frames.half(), generator=torch.Generator().manual_seed(0)).noised
     assert h.dtype == torch.float16 and bool(torch.isfinite(h).all())
     with pytest.raises(ValueError, match="max_ratio"):
         corrupt_history(frames, 1.5)

@@ -7,7 +7,7 @@ from vidnoise.cli import main
 
 def test_demo_end_to_end_tiny(tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = main(["demo", "--out", str(out), "--minutes", "1", "--steps", "2", "--size", "16",
+    rc = main(["demo", "--out", str(out), "--minutes", "10", "--steps", "2", "--size", "16",
                "--frames", "4", "--batch-size", "4", "--sample-steps", "1", "--samples", "4",
                "--no-progress"])
     assert rc == 0, capsys.readouterr().err

@@ -99,7 +99,7 @@ def test_failed_save_never_overwrites_a_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(safetensors.torch, "save_file", broken)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(DemoError, match="cannot save checkpoint.*disk full"):
         save_checkpoint(path, {"w": torch.zeros(3)}, {"step": 2})
     monkeypatch.undo()
     with pytest.raises(TypeError):  # a state that JSON cannot write fails after the weights

@@ -212,3 +212,30 @@ def test_scale_plan_forms_agree(steps, form, w):
         scale = Scales()
         want = [[w + i / 10 for i in range(n)] for n in steps]
     assert scale_plan("guidance", scale, steps) == want
+
+
+# ----------------------------------------------------------------------------- diffusers' code
+@pytest.mark.parametrize("w", [1.0, 4.5, -0.5])
+def test_guided_flow_loop_equals_diffusers_guider_and_scheduler(w):
+    # diffusers' own guidance (diffusers.guiders.ClassifierFreeGuidance.forward:
+    # pred_uncond + guidance_scale·(pred_cond - pred_uncond), the pipelines' formula) and its
+    # FlowMatchEulerDiscreteScheduler, driven the way a video pipeline does: one model call on
+    # the doubled batch [uncond; cond], split by chunk(2). Against sample_flow(cfg(...)).
+    diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed")
+    guiders = pytest.importorskip("diffusers.guiders", reason="diffusers has no guiders")
+    sched = diffusers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+    sched.set_timesteps(num_inference_steps=9)
+    grid = sched.sigmas.tolist()
+    guider = guiders.ClassifierFreeGuidance(guidance_scale=w)
+    noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(4))
+    x = noise.clone()
+    for i, (t, s) in enumerate(zip(sched.timesteps, grid[:-1])):
+        guider.set_state(step=i, num_inference_steps=len(grid) - 1, timestep=t)
+        out = batched(torch.cat([x, x]), torch.full((4,), s))
+        pred_uncond, pred_cond = out.chunk(2)
+        pred = guider.forward(pred_cond, pred_uncond).pred
+        x = sched.step(pred, t, x, return_dict=False)[0]
+    ours = sample_flow(cfg(batched, None, w), noise, grid)
+    torch.testing.assert_close(ours, x, rtol=0, atol=1e-5)
+    two = sample_flow(cfg(cond, uncond, w), noise, grid)
+    torch.testing.assert_close(two, x, rtol=0, atol=1e-5)

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from _sampler_helpers import karras, loglog_slope, mean_error, mixture
+from _sampler_helpers import k_diffusion_sampling, karras, loglog_slope, mean_error, mixture
 from vidnoise.oracles import GaussianMixture
 from vidnoise.samplers import sample_edm
 
@@ -182,7 +182,7 @@ def test_init_policies_set_the_first_input():
 
 
 def test_unit_init_leaves_noise_std_sigma_next_over_sigma_max():
-    # Math note §5: from x = ε with data 0 (D = 0), one Euler step to σ' leaves std σ'/σ_0.
+    # docs/math.md §8: from x = ε with data 0 (D = 0), one Euler step to σ' leaves std σ'/σ_0.
     grid = [5.0, 0.283, 0.0]
     noise = torch.randn(4000, 8, generator=_gen(8), dtype=torch.float64)
     states = []
@@ -479,3 +479,104 @@ if __name__ == "__main__":  # the convergence table of docs/samplers.md
             print(f"| sample_edm | order={order} | {dim} | "
                   + " | ".join(f"{e:.2e}" for e in errs)
                   + f" | {loglog_slope(_NS, errs):.2f} |")
+
+
+# ----------------------------------------------------------------------------- original code
+_KD = k_diffusion_sampling()
+_needs_kd = pytest.mark.skipif(_KD is None, reason="k-diffusion (and torchdiffeq) not installed: "
+                                                   "its samplers are not compared")
+_KD_CHURN = [dict(), dict(s_churn=2.0), dict(s_churn=40.0, s_noise=1.007),
+             dict(s_churn=3.0, s_tmin=0.3, s_tmax=2.0, s_noise=0.9)]
+
+
+def _mixture_denoiser():
+    gm = mixture(6, seed=3)
+    return lambda x, s: gm.denoiser(x, s)
+
+
+@_needs_kd
+@pytest.mark.parametrize("order, name", [(1, "sample_euler"), (2, "sample_heun")])
+@pytest.mark.parametrize("kw", _KD_CHURN)
+def test_equals_k_diffusion_euler_and_heun(order, name, kw):
+    # k-diffusion's own sample_euler / sample_heun (its file, run here) on the same nonlinear
+    # denoiser (a 4-component Gaussian mixture), grid and noise. k-diffusion takes the start
+    # already scaled (noise·σ_0) and draws one torch.randn_like per step from the global RNG
+    # whenever it runs; variant="edm" draws one per step once s_churn > 0, so the same seed
+    # gives the same churn noise.
+    den = _mixture_denoiser()
+    grid = karras(7, 2e-3, 8.0)
+    noise = torch.randn(5, 6, generator=_gen(11), dtype=torch.float64)
+    torch.manual_seed(123)
+    ref = getattr(_KD, name)(den, noise * grid[0], torch.tensor(grid, dtype=torch.float64),
+                             disable=True, **kw)
+    ours = sample_edm(den, noise, grid, order=order, generator=_gen(123), **kw)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+
+
+@_needs_kd
+def test_k_diffusion_dpm_2_reaches_the_same_ode_solution():
+    # sample_dpm_2 (a midpoint step in log σ) is a different second-order solver that
+    # sample_edm does not provide; both must converge to the same ODE solution at order 2.
+    # Data N(0, C2): the ODE keeps x/sqrt(C2 + σ²) constant, so from x = σ_0·ε the exact
+    # endpoint is sqrt(C2/(C2 + σ_0²))·σ_0·ε. Errors at N = 8..64 steps fall by about 4x per
+    # doubling for both (fitted slope < -1.7).
+    noise = torch.randn(64, 6, generator=_gen(12), dtype=torch.float64)
+    ns, e_kd, e_ours = (8, 16, 32, 64), [], []
+    for n in ns:
+        grid = karras(n, 2e-3, 8.0)
+        exact = math.sqrt(C2 / (C2 + grid[0] ** 2)) * grid[0] * noise
+        kd = _KD.sample_dpm_2(gauss_denoiser, noise * grid[0],
+                              torch.tensor(grid, dtype=torch.float64), disable=True)
+        e_kd.append(mean_error(kd, exact))
+        e_ours.append(mean_error(sample_edm(gauss_denoiser, noise, grid, order=2), exact))
+    assert loglog_slope(ns, e_kd) < -1.7 and loglog_slope(ns, e_ours) < -1.7, (e_kd, e_ours)
+
+
+def _edm_reference_sampler(net, latents, t_steps, randn_like, S_churn=0.0, S_min=0.0,  # noqa: N803
+                           S_max=math.inf, S_noise=1.0):
+    """EDM Algorithm 2 as NVlabs/edm's generate.py ``edm_sampler`` runs it, restated here
+    step by step (float64 state; one ``randn_like`` per step from a per-sample generator
+    stack; the second-order correction on every step but the last; ``round_sigma`` is the
+    identity of EDMPrecond). ``t_steps`` is the grid ending at 0."""
+    num_steps = len(t_steps) - 1
+    x_next = latents.to(torch.float64) * t_steps[0]
+    for i, (t_cur, t_next) in enumerate(zip(t_steps[:-1], t_steps[1:])):
+        x_cur = x_next
+        gamma = min(S_churn / num_steps, math.sqrt(2) - 1) if S_min <= t_cur <= S_max else 0
+        t_hat = t_cur + gamma * t_cur
+        x_hat = x_cur + math.sqrt(t_hat**2 - t_cur**2) * S_noise * randn_like(x_cur)
+        denoised = net(x_hat, t_hat).to(torch.float64)
+        d_cur = (x_hat - denoised) / t_hat
+        x_next = x_hat + (t_next - t_hat) * d_cur
+        if i < num_steps - 1:
+            denoised = net(x_next, t_next).to(torch.float64)
+            d_prime = (x_next - denoised) / t_next
+            x_next = x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)
+    return x_next
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(S_churn=40.0, S_min=0.05, S_max=50.0,
+                                              S_noise=1.003), dict(S_churn=5.0)])
+def test_equals_nvlabs_edm_sampler_with_per_sample_generators(kw):
+    # NVlabs/edm generate.py, edm_sampler (Algorithm 2) with its StackedRandomGenerator: one
+    # generator per sample, randn_like = stack of per-sample draws. vidnoise with one
+    # generator per item of dim 0 draws the same numbers; with 18 steps, σ in [0.002, 80].
+    den = _mixture_denoiser()
+    grid = karras(18, 0.002, 80.0)
+    seeds = (5, 17, 99)
+    latents = torch.stack([torch.randn(6, generator=_gen(s), dtype=torch.float64)
+                           for s in seeds])
+    stack = [_gen(1000 + s) for s in seeds]
+
+    def randn_like(x):
+        return torch.stack([torch.randn(x.shape[1:], generator=g, dtype=x.dtype)
+                            for g in stack])
+
+    def net(x, t):
+        return den(x, torch.full((x.shape[0],), float(t), dtype=torch.float64))
+
+    ref = _edm_reference_sampler(net, latents, grid, randn_like, **kw)
+    ours = sample_edm(den, latents, grid, order=2, s_churn=kw.get("S_churn", 0.0),
+                      s_tmin=kw.get("S_min", 0.0), s_tmax=kw.get("S_max", math.inf),
+                      s_noise=kw.get("S_noise", 1.0), generator=[_gen(1000 + s) for s in seeds])
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)

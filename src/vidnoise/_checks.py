@@ -252,6 +252,7 @@ def as_sigma(
     high_open: bool = False,
     allow_inf: bool = False,
     hint: str | None = None,
+    scalar: str = "a float",
 ):
     """The one σ-to-batch rule: ``sigma`` as a checked Python float, or a float64 tensor
     broadcastable against data of ``shape``.
@@ -276,7 +277,7 @@ def as_sigma(
     ok = sigma.dim() == 0 or (sigma.dim() == 1 and sigma.shape[0] == batch)
     ok = ok or (per_frame and sigma.dim() == 2 and tuple(sigma.shape) == (batch, frames))
     if not ok:
-        allowed = f"a float, a 0-d tensor or a tensor of shape (B,) = ({batch},)"
+        allowed = f"{scalar}, a 0-d tensor or a tensor of shape (B,) = ({batch},)"
         if per_frame:
             allowed += f" or (B, T) = ({batch}, {frames}) for layout {layout}"
         raise ValueError(
@@ -307,3 +308,15 @@ def level_out(sigma, s, batch: int, dtype: torch.dtype, device) -> torch.Tensor:
     if sigma.dim() == 2:
         return out.reshape(sigma.shape).clone()
     return out.expand(batch).clone()
+
+
+def safe_div(p, q):
+    """``p / q`` for Python floats and tensors alike: a float ``p / 0`` is ``±inf`` (``nan``
+    for ``0 / 0``), as tensor division gives, instead of raising ZeroDivisionError."""
+    if isinstance(q, float) and q == 1.0:  # no tensor op for a unit divisor
+        return p
+    if isinstance(p, float) and isinstance(q, float):
+        if q == 0.0:
+            return math.copysign(math.inf, p) if p != 0.0 else math.nan
+        return p / q
+    return p / q

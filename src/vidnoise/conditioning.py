@@ -34,7 +34,7 @@ sequence sample ``i`` depends only on generator ``i``.
 
 from __future__ import annotations
 
-import importlib
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,10 +54,12 @@ from vidnoise._checks import (
     work_dtype,
 )
 from vidnoise.noise import GeneratorLike, as_generators, rand, randn
+from vidnoise.sigma_samplers import lognormal
 
 __all__ = [
     "LAYOUTS",
     "ConditionBatch",
+    "CorruptedHistory",
     "ImageConditionAugment",
     "PreviousFrames",
     "augment_previous_frames",
@@ -94,7 +96,13 @@ def _check_pixel_range(name: str, image: torch.Tensor) -> None:
     """Refuse a float pixel image on a [0, 255] scale (CPU only: it reads values)."""
     if image.device.type != "cpu" or image.numel() == 0:
         return
-    top = float(image.detach().abs().max())
+    top = float(image.detach().abs().max())  # nan if any value is nan, inf if any is inf
+    if not math.isfinite(top):
+        bad = image.numel() - int(torch.isfinite(image).sum())
+        raise ValueError(
+            f"{name} must hold finite values, got {bad} of {image.numel()} values that are "
+            f"nan or inf"
+        )
     if top > _PIXEL_BOUND:
         raise ValueError(
             f"{name} must be a pixel image in [-1, 1] with space='pixel' (the σ ≈ 0.05 noise "
@@ -154,6 +162,11 @@ def _encode(encode, noisy: torch.Tensor, num_frames: int, layout: str) -> torch.
             f"encode must keep the batch size: got shape {tuple(out.shape)} for an input of "
             f"shape {tuple(noisy.shape)}"
         )
+    if out.device != noisy.device:
+        raise ValueError(
+            f"encode must return a tensor on the image's device {noisy.device}, got one on "
+            f"{out.device}"
+        )
     if not 1 <= out.shape[t_axis] <= num_frames:
         raise ValueError(
             f"encode(image) has {out.shape[t_axis]} frames on the frame axis (dim {t_axis}) of "
@@ -169,6 +182,16 @@ def _condition_frames(name: str, latents: torch.Tensor, num_frames: int, layout:
         raise ValueError(
             f"num_frames must be >= the {latents.shape[t_axis]} condition frame(s) of {name} "
             f"(shape {tuple(latents.shape)}, layout={layout!r}), got {num_frames}"
+        )
+
+
+def _same_device(name: str, t: torch.Tensor, device: torch.device) -> None:
+    """A σ tensor on the meta device has no values to apply: refuse it unless the frames are
+    on meta too (a CPU σ for frames on another device is copied there, as before)."""
+    if t.is_meta != (device.type == "meta"):
+        raise ValueError(
+            f"{name} is on {t.device} but frames are on {device}: pass σ on the frames' "
+            f"device, as a CPU tensor or as a float"
         )
 
 
@@ -401,10 +424,6 @@ class PreviousFrames:
     c_noise_cond: torch.Tensor
 
 
-def _default_sigma_sampler():
-    return importlib.import_module("vidnoise.sigma_samplers").lognormal
-
-
 def augment_previous_frames(
     frames: torch.Tensor,
     *,
@@ -465,7 +484,11 @@ def augment_previous_frames(
         )
     offset_noise = check_float("offset_noise", offset_noise, low=0.0)
     if sigma is not None and sigma_sampler is not None:
-        raise ValueError("give sigma (fixed, inference) or sigma_sampler (training), not both")
+        raise ValueError(
+            "sigma and sigma_sampler are exclusive: give sigma (fixed, inference) or "
+            f"sigma_sampler (training), got sigma of type {type(sigma).__name__} and "
+            f"sigma_sampler {getattr(sigma_sampler, '__name__', type(sigma_sampler).__name__)}"
+        )
     check_callable("sigma_sampler", sigma_sampler, optional=True)
     b = frames.shape[0]
     gens = as_generators(generator, b)
@@ -473,15 +496,18 @@ def augment_previous_frames(
     work = work_dtype(frames.dtype)
 
     if sigma is None:
-        sampler = sigma_sampler if sigma_sampler is not None else _default_sigma_sampler()
+        sampler = sigma_sampler if sigma_sampler is not None else lognormal
+        _check_sampler_signature(sampler, b, gens, dev)
         sig = sampler(b, generator=gens, device=dev)
         if not isinstance(sig, torch.Tensor) or tuple(sig.shape) != (b,):
             got = tuple(sig.shape) if isinstance(sig, torch.Tensor) else type(sig).__name__
             raise ValueError(f"sigma_sampler must return a tensor of shape ({b},), got {got}")
         if sig.dtype == torch.bool or sig.is_complex():
             raise TypeError(f"sigma_sampler must return real σ values, got dtype {sig.dtype}")
+        _same_device("sigma_sampler's σ", sig, dev)
         check_values("sigma_sampler's σ", sig, low=0.0, low_open=True)
         sig = sig.to(device=dev, dtype=work)
+        _no_underflow("sigma_sampler's σ", sig)
         c_noise_cond = torch.log(sig) / 4
     elif isinstance(sigma, torch.Tensor):
         if sigma.dim() > 1 or (sigma.dim() == 1 and sigma.shape[0] != b):
@@ -491,11 +517,14 @@ def augment_previous_frames(
             )
         if sigma.dtype == torch.bool or sigma.is_complex():
             raise TypeError(f"sigma must be a real tensor, got dtype {sigma.dtype}")
+        _same_device("sigma", sigma, dev)
         check_values("sigma", sigma, low=0.0, low_open=True)
         sig = sigma.to(device=dev, dtype=work).expand(b).contiguous()
+        _no_underflow("sigma", sig)
         c_noise_cond = torch.log(sig) / 4
     else:
         value = check_float("sigma", sigma, low=0.0, low_open=True)
+        _no_underflow("sigma", torch.tensor([value], dtype=work))
         sig = torch.full((b,), value, dtype=work, device=dev)
         c_noise_cond = torch.full((b,), math.log(value) / 4, dtype=work, device=dev)
 
@@ -508,20 +537,65 @@ def augment_previous_frames(
     return PreviousFrames(noised.to(frames.dtype), sig, c_noise_cond)
 
 
+def _check_sampler_signature(sampler, b, gens, dev) -> None:
+    """The σ sampler protocol ``(batch_size, *, generator=None, device=None)``, named before
+    the call (a callable without these keywords would fail inside the call)."""
+    try:
+        inspect.signature(sampler).bind(b, generator=gens, device=dev)
+    except TypeError as exc:
+        raise TypeError(
+            "sigma_sampler must accept (batch_size, *, generator=None, device=None) like "
+            f"vidnoise.sigma_samplers.lognormal, got {sampler!r}: {exc}"
+        ) from None
+    except ValueError:  # no signature (some builtins): call it and see
+        pass
+
+
+def _no_underflow(name: str, sig: torch.Tensor) -> None:
+    """σ > 0 that rounds to 0 in the working dtype would add no noise while ``ln(σ)/4``
+    told the network otherwise (CPU only: it reads values)."""
+    if sig.device.type != "cpu" or sig.numel() == 0:
+        return
+    zero = sig == 0
+    if bool(zero.any()):
+        i = int(zero.nonzero()[0, 0])
+        raise ValueError(
+            f"{name} must be > 0 in {sig.dtype} (the frames' working dtype), got a value "
+            f"that rounds to 0 there (at index {i}): use σ >= {torch.finfo(sig.dtype).tiny:g} "
+            f"or float64 frames"
+        )
+
+
 # ----------------------------------------------------------------------------- history
-def corrupt_history(frames: torch.Tensor, max_ratio: float = 1 / 3, *, generator=None,
-                    return_sigma: bool = False):
+@dataclass(frozen=True)
+class CorruptedHistory:
+    """Result of :func:`corrupt_history`.
+
+    Attributes:
+        noised: the corrupted frames ``σc·ε + (1-σc)·frames``, same shape and dtype as the
+            input.
+        sigma: (B,) the noise fraction σc drawn for each sample (float32, float64 for
+            float64 frames).
+    """
+
+    noised: torch.Tensor
+    sigma: torch.Tensor
+
+
+def corrupt_history(frames: torch.Tensor, max_ratio: float = 1 / 3, *,
+                    generator: GeneratorLike = None) -> CorruptedHistory:
     """Corrupt autoregressive history (condition) frames, as Pyramid-Flow's training does::
 
-        σc ~ U(0, max_ratio) per sample (dim 0),   out = σc·ε + (1-σc)·frames
+        σc ~ U(0, max_ratio) per sample (dim 0),   noised = σc·ε + (1-σc)·frames
 
     Args:
         frames: (B, ...) floating tensor (e.g. (B, C, T, H, W) past latent frames).
         max_ratio: upper end of σc, in [0, 1] (reference: 1/3).
         generator: one generator or one per sample; σc is drawn first, then ε.
-        return_sigma: also return σc, shape (B,) (float32, float64 for float64 frames).
 
-    Half-precision frames are combined in float32 and returned in their dtype.
+    Returns:
+        :class:`CorruptedHistory` with ``noised`` (the frames to condition on) and ``sigma``
+        (σc). Half-precision frames are combined in float32 and returned in their dtype.
     """
     check_tensor("frames", frames)
     if frames.dim() < 1:
@@ -533,5 +607,5 @@ def corrupt_history(frames: torch.Tensor, max_ratio: float = 1 / 3, *, generator
     sigma = rand((B,), generator=gens, device=frames.device, dtype=wd) * max_ratio
     eps = randn(frames.shape, generator=gens, device=frames.device, dtype=wd)
     s = sigma.view(B, *([1] * (frames.dim() - 1)))
-    out = torch.lerp(frames.to(wd), eps, s).to(frames.dtype)
-    return (out, sigma) if return_sigma else out
+    out = torch.lerp(frames.to(wd), eps, s).to(frames.dtype)  # σc·ε + (1-σc)·frames
+    return CorruptedHistory(out, sigma)

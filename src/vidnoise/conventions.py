@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from vidnoise._checks import check_float, check_int, check_real_tensor, values64
+from vidnoise._checks import check_float, check_int, check_real_tensor, safe_div, values64
 
 __all__ = [
     "FLOW_SIGMA_HINT",
@@ -78,13 +78,6 @@ def _sqrt(v):
     return math.sqrt(v) if isinstance(v, float) else torch.sqrt(v)
 
 
-def _div(a, b):
-    """a / b with a / 0 = inf (a > 0) or nan (a = 0), for floats as for tensors."""
-    if isinstance(a, float) and isinstance(b, float):
-        if b == 0.0:
-            return math.copysign(math.inf, a) if a != 0.0 else math.nan
-        return a / b
-    return a / b
 
 
 # ----------------------------------------------------------------------------- targets
@@ -207,7 +200,7 @@ def flow_sigma_to_edm(sigma):
     """
     v, dt = values64("sigma", sigma, low=0.0, high=1.0, hint=FLOW_SIGMA_HINT)
     if isinstance(v, float):
-        return _div(v, 1.0 - v)
+        return safe_div(v, 1.0 - v)
     return _restore(v / (1.0 - v), dt)
 
 

@@ -24,11 +24,15 @@ video, a (B, T) tensor (one per frame) laid out by ``layout`` ("BCTHW", the defa
 computed in float64 and applied in the working dtype of the data
 (:func:`vidnoise._checks.work_dtype`), then returned in the data's dtype. Python floats and CPU
 tensors are range-checked; tensors on an accelerator are not (that would need a device sync).
+Levels must be finite (NaN or inf is a ``ValueError``); the data tensors are not scanned, so a
+NaN or inf in ``x0``, ``noise``, ``x`` or ``v`` propagates to exactly the elements it touches.
+Data on the meta device gives a meta result of the right shape; a meta level is an error.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -49,6 +53,7 @@ from vidnoise._checks import (
     values64,
     work_dtype,
 )
+from vidnoise._checks import safe_div as _div
 from vidnoise.conventions import FLOW_SIGMA_HINT
 from vidnoise.noise import GeneratorLike, randn
 
@@ -126,16 +131,6 @@ def _combine(shape, dtype, device, *terms) -> torch.Tensor:
     return out.to(dtype)
 
 
-def _div(p, q):
-    """``p / q`` for floats and float64 tensors; a float ``p / 0`` is ``±inf`` (``nan`` for
-    ``0 / 0``), as for tensors."""
-    if isinstance(q, float) and q == 1.0:  # det = 1 for every path here: no tensor op
-        return p
-    if isinstance(p, float) and isinstance(q, float):
-        if q == 0.0:
-            return math.copysign(math.inf, p) if p != 0.0 else math.nan
-        return p / q
-    return p / q
 
 
 def _sqrt(v):
@@ -374,7 +369,8 @@ class EDMPath(_AffinePath):
         inv_sd2 = 1.0 / (self.sigma_data * self.sigma_data)
         if dt is None:
             se = math.hypot(s, self.offset_noise)
-            return math.inf if se == 0.0 else inv_sd2 + 1.0 / (se * se)
+            inv = math.inf if se == 0.0 else 1.0 / se  # 1/se first: se·se underflows below 1e-162
+            return inv_sd2 + inv * inv
         se = torch.hypot(s, torch.full_like(s, self.offset_noise))
         return (inv_sd2 + 1.0 / (se * se)).to(dt)
 
@@ -422,6 +418,8 @@ def _offset_eta(shape, offset, generator, like: torch.Tensor) -> torch.Tensor:
     if offset is None:
         return randn(eta_shape, generator=generator, device=like.device, dtype=like.dtype)
     check_tensor("offset", offset)
+    if offset.device != like.device:
+        raise ValueError(f"offset must be on x0's device {like.device}, got {offset.device}")
     if offset.numel() != shape[0] * shape[1] or offset.shape[:2] != shape[:2]:
         raise ValueError(
             f"offset must have shape (B, C) = {tuple(shape[:2])} (or with trailing 1s), got "
@@ -447,7 +445,15 @@ class _EDMDenoiser:
         f = self.network(x_in, noise_cond, *args, **kwargs)
         if not isinstance(f, torch.Tensor) or f.shape != x.shape:
             got = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
-            raise ValueError(f"network output must have the shape of x {tuple(x.shape)}, got {got}")
+            fix = "" if isinstance(f, torch.Tensor) else (
+                "; a diffusers model returns a tuple or an output object: call it with "
+                "return_dict=False and take [0]"
+            )
+            raise ValueError(
+                f"network output must have the shape of x {tuple(x.shape)}, got {got}{fix}"
+            )
+        if f.device != x.device:
+            raise ValueError(f"network output must be on x's device {x.device}, got {f.device}")
         out_dtype = torch.promote_types(x.dtype, f.dtype)
         return _combine(x.shape, out_dtype, x.device, (c_skip, x), (c_out, f))
 
@@ -478,6 +484,15 @@ def _zero_terminal_snr(alpha_bar: torch.Tensor) -> torch.Tensor:
     first, last = r[0].clone(), r[-1].clone()
     r = (r - last) * (first / (first - last))
     return r * r
+
+
+def _vp_t_hint(n: int) -> str:
+    """The fix for a float VP timestep: the index is an integer, a continuous time is not."""
+    return (
+        f"VPPath takes integer timestep indices in [0, {n - 1}] (DDPM's t, as diffusers' "
+        f"add_noise): use t.long() for whole-number floats, (u * {n - 1}).round().long() for "
+        f"a continuous time u in [0, 1], or FlowPath/EDMPath for a continuous noise level"
+    )
 
 
 @dataclass(frozen=True)
@@ -541,13 +556,18 @@ class VPPath(_AffinePath):
         """float64 ``ᾱ_t`` as a float or a tensor broadcastable against ``shape``."""
         n = self.num_train_timesteps
         if not isinstance(t, torch.Tensor):
+            if isinstance(t, numbers.Real) and not isinstance(t, (bool, numbers.Integral)):
+                raise TypeError(f"t must be an integer timestep, got {t!r}; {_vp_t_hint(n)}")
             return float(self._alpha_bar[check_int("t", t, minimum=0, maximum=n - 1)])
         check_real_tensor("t", t)
         if t.is_floating_point():
-            raise TypeError(f"t must be integer timesteps in [0, {n - 1}], got dtype {t.dtype}")
+            raise TypeError(
+                f"t must be integer timesteps in [0, {n - 1}], got dtype {t.dtype}; "
+                f"{_vp_t_hint(n)}"
+            )
         # as_sigma gives the shape rule and the range check; integer values < 2^24 are exact
         # in float64 and float32 alike, so rounding back to int64 gives the indices.
-        idx = as_sigma("t", t, shape, device, layout=layout, low=0, high=n - 1)
+        idx = as_sigma("t", t, shape, device, layout=layout, low=0, high=n - 1, scalar="an int")
         return self._alpha_bar_on(device)[idx.round().to(torch.int64)]
 
     def _coef(self, ab):
@@ -580,7 +600,10 @@ class VPPath(_AffinePath):
         """``n`` integer timesteps, descending, with trailing spacing (Lin et al. 2023, Table 2).
 
         ``t_k = round(N - k N / n) - 1`` for k = 0 .. n-1 (round half to even): the first is
-        always ``N - 1``, the terminal step (int64 tensor).
+        always ``N - 1``, the terminal step (int64 tensor). This is diffusers' ``"trailing"``
+        spacing computed exactly: diffusers builds it with a float ``np.arange(N, 0, -N/n)``,
+        which for some n returns n + 1 steps (n = 61, 103, ...) and at exact halves (n = 48,
+        96, ...) may round to the other neighbour; for every other n the two agree bit for bit.
         """
         big_n = self.num_train_timesteps
         n = check_int("n", n, minimum=1, maximum=big_n)

@@ -68,8 +68,14 @@ def _key_origin(key: NoiseKey, ndim: int) -> list[int]:
     return list(key.origin)
 
 
-def _alpha(alpha) -> float:
-    return check_float("alpha", alpha, low=0.0)
+def _prior_args(shape, alpha, frame_dim, dtype, generator):
+    """The checked arguments shared by the PYoCo priors: (shape, frame dim, α, dtype, working
+    dtype, noise source)."""
+    shape = check_shape("shape", shape)
+    fd = _frame_dim(frame_dim, len(shape))
+    a = check_float("alpha", alpha, low=0.0)
+    dtype = check_floating_dtype("dtype", dtype)
+    return shape, fd, a, dtype, work_dtype(dtype), _check_source(generator, shape[0])
 
 
 # ----------------------------------------------------------------------------- PYoCo
@@ -89,12 +95,7 @@ def mixed_noise(
     gives exactly ``keyed_randn``) and ``ε_shared`` comes from ``key.derive("mixed_shared")``
     at frame coordinate 0, so shards along the frame axis share it.
     """
-    shape = check_shape("shape", shape)
-    fd = _frame_dim(frame_dim, len(shape))
-    a = _alpha(alpha)
-    dtype = check_floating_dtype("dtype", dtype)
-    wd = work_dtype(dtype)
-    src = _check_source(generator, shape[0])
+    shape, fd, a, dtype, wd, src = _prior_args(shape, alpha, frame_dim, dtype, generator)
     shared_shape = list(shape)
     shared_shape[fd] = 1
     if isinstance(src, NoiseKey):
@@ -127,12 +128,7 @@ def progressive_noise(
     from frame 0 and the chain run to ``t0 + T`` (the chain needs its past), so a shard along
     frames equals the slice of the whole clip.
     """
-    shape = check_shape("shape", shape)
-    fd = _frame_dim(frame_dim, len(shape))
-    a = _alpha(alpha)
-    dtype = check_floating_dtype("dtype", dtype)
-    wd = work_dtype(dtype)
-    src = _check_source(generator, shape[0])
+    shape, fd, a, dtype, wd, src = _prior_args(shape, alpha, frame_dim, dtype, generator)
     t0 = 0
     if isinstance(src, NoiseKey):
         origin = _key_origin(src, len(shape))

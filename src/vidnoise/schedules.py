@@ -193,14 +193,15 @@ def resolution_shift(
     exponential time shift with exponent 1. Longer sequences get a larger shift.
     """
     mu = resolution_shift_mu(seq_len, base_seq_len, max_seq_len, base_shift, max_shift)
-    factor = math.exp(mu) if mu < _LOG_FLOAT64_MAX else math.inf
-    if not 0.0 < factor < math.inf:
+    # |mu| < ln(float64 max): exp(mu) is a normal float64 (for mu < -709.78 it would be
+    # subnormal, with fewer significant bits, and below -745.1 zero)
+    if not abs(mu) < _LOG_FLOAT64_MAX:
         raise ValueError(
             f"seq_len={seq_len} gives mu={mu:.6g} and a shift exp(mu) outside the float64 range "
             f"(|mu| must stay below {_LOG_FLOAT64_MAX:.1f}); seq_len is the number of latent "
             f"tokens, compare base_seq_len={base_seq_len}, max_seq_len={max_seq_len}"
         )
-    return shift(sigmas, factor)
+    return shift(sigmas, math.exp(mu))
 
 
 def vp_sigmas(n: int, path: VPPath | None = None, *, alpha_bar_min: float = 2.0**-24,

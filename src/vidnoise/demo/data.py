@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from vidnoise._checks import check_int
-from vidnoise.demo import DemoError
+from vidnoise.demo._errors import DemoError
 
 __all__ = ["MovingShapes", "VideoFolder", "VIDEO_SUFFIXES", "stack"]
 
@@ -78,6 +78,11 @@ class MovingShapes(torch.utils.data.Dataset):
         self.length = check_int("length", length, minimum=1)
         if len(radius) != 2 or not 0 < radius[0] <= radius[1]:
             raise ValueError(f"radius must be (min, max) with 0 < min <= max, got {radius!r}")
+        if radius[1] * self.size / 32.0 >= self.size / 2:
+            raise ValueError(
+                f"radius {tuple(radius)} (pixels at size 32, scaled by size/32) must have "
+                f"max < 16 so that a shape fits in the frame, got max {radius[1]}"
+            )
         self.radius = (float(radius[0]), float(radius[1]))
         ys, xs = np.mgrid[0:self.size, 0:self.size].astype(np.float64) + 0.5
         self._ys, self._xs = ys, xs
@@ -166,25 +171,42 @@ def stack(clips) -> torch.Tensor:
 
 
 def _read_frames(path: Path) -> np.ndarray:
-    """Frames of a video file as uint8 (T, H, W, C) (imageio, from the ``demo`` extra)."""
+    """Frames of a video file as uint8 (T, H, W, C) (imageio; .mp4 etc. through PyAV, both
+    from the ``demo`` extra)."""
     try:
         import imageio.v3 as iio
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise DemoError(
             "reading a video folder needs imageio: pip install 'vidnoise[demo]'"
         ) from exc
-    arr = np.asarray(iio.imread(path, index=None))
+    if path.stat().st_size == 0:
+        raise _Skip("empty file")
+    try:
+        arr = np.asarray(iio.imread(path, index=None))
+    except ImportError as exc:
+        raise _Skip(f"no video reader for {path.suffix} ({exc}; the demo extra installs PyAV: "
+                    "pip install 'vidnoise[demo]')") from None
+    except Exception as exc:
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        if path.suffix.lower() != ".gif" and "plugin" in text.lower():
+            raise _Skip(f"no video reader for {path.suffix} (the demo extra installs PyAV: "
+                        "pip install 'vidnoise[demo]')") from None
+        raise _Skip(f"unreadable ({type(exc).__name__}: {text})") from None
     if arr.ndim == 2:  # one grey frame
         arr = arr[None, :, :, None]
     elif arr.ndim == 3:  # (T, H, W) grey frames, or one (H, W, C) frame
         arr = arr[None] if arr.shape[-1] in (3, 4) and path.suffix.lower() != ".gif" else arr[
             ..., None
         ]
-    if arr.ndim != 4:
-        raise ValueError(f"unexpected frame array of shape {arr.shape}")
+    if arr.ndim != 4 or 0 in arr.shape:
+        raise _Skip(f"unexpected frame array of shape {arr.shape}")
     if arr.shape[-1] == 1:
         arr = np.repeat(arr, 3, axis=-1)
     return arr[..., :3]
+
+
+class _Skip(Exception):
+    """A file of a data folder that is not used (the message says why)."""
 
 
 def _crop_resize(frames: np.ndarray, size: int) -> torch.Tensor:
@@ -208,10 +230,11 @@ class VideoFolder(torch.utils.data.Dataset):
     non-overlapping clips of ``frames`` consecutive frames; frames are centre-cropped to a
     square, resized to ``size`` x ``size`` (bilinear, antialiased when shrinking) and mapped to
     ``[-1, 1]`` as (3, T, H, W) float32. Files are read once, at construction (imageio; .mp4
-    needs an imageio video plugin such as ``imageio-ffmpeg`` or ``av``).
+    and the other video formats through PyAV, both in the ``demo`` extra).
 
     Raises :class:`~vidnoise.demo.DemoError` when the folder does not exist or holds no
-    readable video with enough frames; ``skipped`` lists the files that were not used, and why.
+    readable video with enough frames; ``skipped`` lists (file name, reason) for each file
+    that was not used, and :meth:`summary` says it in one line.
     """
 
     def __init__(self, path, size: int = 32, frames: int = 8):
@@ -224,31 +247,41 @@ class VideoFolder(torch.utils.data.Dataset):
         files = sorted(
             p for p in self.path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
         )
+        self.files = len(files)
         self.skipped: list[tuple[str, str]] = []
         clips = []
         for f in files:
             try:
                 arr = _read_frames(f)
-            except DemoError:
-                raise
-            except Exception as exc:  # unreadable or corrupt file: skip it, say why
-                self.skipped.append((str(f), f"{type(exc).__name__}: {exc}"))
+            except (_Skip, OSError) as exc:  # unreadable, empty or corrupt: skip, say why
+                self.skipped.append((f.name, str(exc)))
                 continue
             n = arr.shape[0] // self.frames
             if n == 0:
-                self.skipped.append((str(f), f"{arr.shape[0]} frames < {self.frames}"))
+                self.skipped.append((f.name, f"{arr.shape[0]} frame(s), fewer than "
+                                             f"{self.frames}"))
                 continue
             video = _crop_resize(arr[: n * self.frames], self.size)
             clips.extend(video[:, i * self.frames : (i + 1) * self.frames] for i in range(n))
         if not clips:
-            why = f" ({len(self.skipped)} file(s) skipped: {self.skipped[0][1]})" if (
-                self.skipped
-            ) else ""
-            raise DemoError(
-                f"data folder {str(self.path)!r} has no readable video "
-                f"({'/'.join(VIDEO_SUFFIXES)}) with at least {self.frames} frames{why}"
-            )
+            if not files:
+                raise DemoError(f"data folder {str(self.path)!r} holds no readable video: no "
+                                f"video file ({'/'.join(VIDEO_SUFFIXES)})")
+            raise DemoError(f"data folder {str(self.path)!r} has no readable video: "
+                            f"{self._skipped_text()}")
         self.clips = torch.stack(clips).contiguous()
+
+    def _skipped_text(self, most: int = 5) -> str:
+        parts = [f"{name} ({why})" for name, why in self.skipped[:most]]
+        more = len(self.skipped) - most
+        return f"skipped {len(self.skipped)}: " + "; ".join(parts) + (
+            f"; and {more} more" if more > 0 else "")
+
+    def summary(self) -> str:
+        """``"N clips from M files, skipped K: name (reason); ..."`` (one line)."""
+        used = self.files - len(self.skipped)
+        text = f"data: {len(self)} clips from {used} file(s) in {str(self.path)!r}"
+        return text + (f", {self._skipped_text()}" if self.skipped else ", skipped 0")
 
     def __len__(self) -> int:
         return self.clips.shape[0]

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidnoise._checks import check_int
+
 __all__ = [
     "RandomVideoEncoder",
     "frechet_distance",
@@ -48,6 +50,10 @@ class RandomVideoEncoder(nn.Module):
 
     def __init__(self, channels: int = 3, seed: int = 0, widths=(16, 32, 64)):
         super().__init__()
+        check_int("channels", channels, minimum=1)
+        check_int("seed", seed, minimum=0, maximum=2**64 - 1)
+        if not widths or not all(isinstance(w, int) and w >= 1 for w in widths):
+            raise ValueError(f"widths must be a non-empty sequence of ints >= 1, got {widths!r}")
         g = torch.Generator().manual_seed(seed)
         layers = []
         cin = channels
@@ -77,8 +83,15 @@ class RandomVideoEncoder(nn.Module):
 
 def features(videos: torch.Tensor, encoder: RandomVideoEncoder | None = None,
              batch: int = 64) -> torch.Tensor:
-    """Encoder features (N, D) of ``videos`` (float64)."""
+    """Encoder features (N, D) of ``videos`` (N, C, T, H, W) (float64)."""
+    check_int("batch", batch, minimum=1)
+    if not isinstance(videos, torch.Tensor) or videos.dim() != 5:
+        raise ValueError(f"videos must be a (N, C, T, H, W) tensor, got "
+                         f"{getattr(videos, 'shape', type(videos).__name__)}")
     enc = encoder or RandomVideoEncoder(videos.shape[1])
+    cin = enc.layers[0].in_channels
+    if videos.shape[1] != cin:
+        raise ValueError(f"videos have {videos.shape[1]} channels, the encoder takes {cin}")
     outs = [enc(videos[i : i + batch]) for i in range(0, videos.shape[0], batch)]
     return torch.cat(outs).double()
 
@@ -95,8 +108,12 @@ def frechet_distance(fa: torch.Tensor, fb: torch.Tensor) -> float:
     symmetric eigen-decompositions (no scipy).
     """
     fa, fb = fa.double(), fb.double()
+    if fa.dim() != 2 or fb.dim() != 2 or fa.shape[1] != fb.shape[1]:
+        raise ValueError(f"fa and fb must be (N, D) feature sets with the same D, got "
+                         f"{tuple(fa.shape)} and {tuple(fb.shape)}")
     if fa.shape[0] < 2 or fb.shape[0] < 2:
-        raise ValueError("frechet_distance needs at least 2 samples in each set")
+        raise ValueError(f"frechet_distance needs at least 2 samples in each set, got "
+                         f"{fa.shape[0]} and {fb.shape[0]}")
     mu_a, mu_b = fa.mean(0), fb.mean(0)
     ca, cb = torch.cov(fa.T), torch.cov(fb.T)
     sa = _sqrtm_psd(ca)
@@ -137,7 +154,17 @@ def _histogram(videos: torch.Tensor, bins: int) -> torch.Tensor:
 
 
 def colour_histogram_distance(a: torch.Tensor, b: torch.Tensor, bins: int = 8) -> float:
-    """Total-variation distance ``½ Σ |p - q|`` of the joint colour histograms, in [0, 1]."""
+    """Total-variation distance ``½ Σ |p - q|`` of the joint colour histograms, in [0, 1].
+
+    ``bins`` (>= 1) per channel; ``a`` and ``b`` are (N, C, T, H, W) with the same C."""
+    check_int("bins", bins, minimum=1)
+    for name, v in (("a", a), ("b", b)):
+        if not isinstance(v, torch.Tensor) or v.dim() != 5 or v.shape[0] < 1:
+            raise ValueError(f"{name} must be a (N >= 1, C, T, H, W) tensor, got "
+                             f"{getattr(v, 'shape', type(v).__name__)}")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"a and b must have the same channels, got {a.shape[1]} and "
+                         f"{b.shape[1]}")
     return float(0.5 * (_histogram(a, bins) - _histogram(b, bins)).abs().sum())
 
 

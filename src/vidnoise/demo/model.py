@@ -147,6 +147,15 @@ class TinyVideoUNet(nn.Module):
         check_int("cond_channels", c.cond_channels, minimum=0)
         check_int("width", c.width, minimum=1)
         check_int("stages", c.stages, minimum=1)
+        check_int("groups", c.groups, minimum=1)
+        check_int("blocks", c.blocks, minimum=1)
+        check_int("heads", c.heads, minimum=1)
+        check_int("attention_levels", c.attention_levels, minimum=0)
+        check_int("emb_dim", c.emb_dim, minimum=2)
+        if c.emb_dim % 2:
+            raise ValueError(f"emb_dim must be even (cos and sin halves), got {c.emb_dim}")
+        if not c.mults or not all(isinstance(m, int) and m >= 1 for m in c.mults):
+            raise ValueError(f"mults must be a non-empty tuple of ints >= 1, got {c.mults!r}")
         emb = c.emb_dim
         self.t_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, emb))
         self.stage_emb = nn.Embedding(c.stages, emb)
@@ -195,9 +204,22 @@ class TinyVideoUNet(nn.Module):
 
     def embed(self, timestep, stage, batch: int, device) -> torch.Tensor:
         t = torch.as_tensor(timestep, dtype=torch.float32, device=device)
-        t = t.expand(batch) if t.dim() == 0 else t.reshape(batch)
-        s = torch.as_tensor(stage, dtype=torch.long, device=device)
-        s = s.expand(batch) if s.dim() == 0 else s.reshape(batch)
+        if t.dim() > 1 or (t.dim() == 1 and t.shape[0] != batch):
+            raise ValueError(
+                f"timestep must be a float, a 0-d tensor or a ({batch},) tensor (one per "
+                f"sample), got shape {tuple(t.shape)}"
+            )
+        t = t.expand(batch) if t.dim() == 0 else t
+        n = self.config.stages
+        if isinstance(stage, torch.Tensor):
+            if stage.dim() > 1 or (stage.dim() == 1 and stage.shape[0] != batch):
+                raise ValueError(f"stage must be an int or a ({batch},) tensor, got shape "
+                                 f"{tuple(stage.shape)}")
+            s = stage.to(device=device, dtype=torch.long)
+        else:
+            s = torch.as_tensor(check_int("stage", stage, minimum=0, maximum=n - 1),
+                                dtype=torch.long, device=device)
+        s = s.expand(batch) if s.dim() == 0 else s
         return self.t_mlp(timestep_embedding(t, self.config.emb_dim)) + self.stage_emb(s)
 
     def forward(self, x: torch.Tensor, timestep, stage=0, cond=None) -> torch.Tensor:

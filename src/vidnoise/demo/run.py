@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from vidnoise.demo import DemoError
+from vidnoise.demo._errors import DemoError
 
 __all__ = ["run_demo", "render_report"]
 
@@ -39,40 +39,80 @@ def run_demo(
     seed: int = 0,
     sample_steps: int = 10,
     eval_samples: int = 64,
-    batch_size: int = 16,
+    batch_size: int | None = None,
+    stages: int = 3,
+    width: int = 32,
     progress: bool = True,
     log=None,
 ) -> dict:
-    """The whole demo; returns the metrics dict (also written to ``metrics.json``)."""
+    """The whole demo; returns the metrics dict (also written to ``metrics.json``), or
+    ``{"signal": name, "training": summary}`` when SIGTERM / SIGINT stopped training (the
+    checkpoint is saved; nothing else is written).
+
+    ``minutes`` bounds the whole run: the cost of sampling is measured first (one small
+    batch with the untrained model), the number of quality samples is lowered if sampling
+    would take more than 40 % of the budget, and training gets the rest.
+    """
+    from vidnoise.demo.config import TrainConfig, default_sample_ratios
     from vidnoise.demo.data import MovingShapes
     from vidnoise.demo.metrics import RandomVideoEncoder, features, quality_figures
-    from vidnoise.demo.model import TinyVideoUNet
+    from vidnoise.demo.model import ModelConfig, TinyVideoUNet
     from vidnoise.demo.sample import sample_videos, save_frames_png, save_gif
-    from vidnoise.demo.train import TrainConfig, train
+    from vidnoise.demo.train import train
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     if eval_samples < 2:
         raise DemoError(f"--samples must be >= 2, got {eval_samples}")
     if sample_steps < 1:
         raise DemoError(f"--sample-steps must be >= 1, got {sample_steps}")
+    if not minutes > 0:
+        raise DemoError(f"--minutes must be > 0, got {minutes}")
     out = Path(out)
     t_start = time.perf_counter()
+    budget = 60.0 * minutes
+    ratios = default_sample_ratios(stages)
+    if batch_size is None:
+        batch_size = -(-16 // sum(ratios)) * sum(ratios)
     cfg = TrainConfig(
-        size=size, frames=frames, seed=seed, minutes=minutes, steps=steps, batch_size=batch_size
+        size=size, frames=frames, seed=seed, minutes=minutes, steps=steps, stages=stages,
+        sample_ratios=ratios, batch_size=batch_size,
+        model=ModelConfig(width=width, stages=stages),
     ).check()
-    log(f"[demo] training a pyramidal flow model on MovingShapes {size}x{size}x{frames} "
-        f"for up to {minutes:g} min ({cfg.stages} stages: "
-        + ", ".join(f"{size >> (cfg.stages - 1 - k)}x{size >> (cfg.stages - 1 - k)}"
-                    for k in range(cfg.stages)) + ")")
-    summary = train(cfg, out, progress=progress, log=log)
-    trainer = summary.pop("trainer")
-    model = trainer.ema.eval()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 12345)
         untrained = TinyVideoUNet(cfg.model).eval().requires_grad_(False)
 
-    # ---------------------------------------------------------------- sampling
+    # ------------------------------------------------ the cost of sampling, measured first
+    tb = 2
+    sample_videos(untrained, cfg, 1, steps=1, seed=1)  # warm-up (first calls are slow)
+    t0 = time.perf_counter()
+    sample_videos(untrained, cfg, tb, steps=sample_steps, seed=1)
+    t_pyr_probe = (time.perf_counter() - t0) / tb  # seconds per pyramid video
+    share = sum(4.0 ** -(cfg.stages - 1 - k) for k in range(cfg.stages)) / cfg.stages
+    per_flat = t_pyr_probe / max(share, 0.05)  # the flat sampler costs about 1/share more
+    timing_cost = 2 * tb * (t_pyr_probe + per_flat)  # best of 2, pyramid and flat
     n = eval_samples
+    sample_budget = 0.4 * budget - timing_cost
+    fits = int(sample_budget / (4 * t_pyr_probe * 1.2)) if sample_budget > 0 else 0
+    if fits < n:
+        n = max(2, fits)
+        log(f"[demo] {eval_samples} samples per setting do not fit in {minutes:g} min "
+            f"({t_pyr_probe:.2f} s per video): using {n}")
+    sampling_cost = 4 * n * t_pyr_probe * 1.2 + timing_cost
+    spent = time.perf_counter() - t_start
+    train_minutes = max((budget - spent - sampling_cost) / 60.0, 1e-3)
+    cfg = cfg.with_overrides(minutes=train_minutes)
+    log(f"[demo] training a pyramidal flow model on MovingShapes {size}x{size}x{frames} "
+        f"for up to {train_minutes:.2f} of {minutes:g} min ({cfg.stages} stage(s): "
+        + ", ".join(f"{size >> (cfg.stages - 1 - k)}x{size >> (cfg.stages - 1 - k)}"
+                    for k in range(cfg.stages)) + ")")
+    summary = train(cfg, out, progress=progress, log=log)
+    trainer = summary.pop("trainer")
+    if summary["signal"] is not None:  # SIGTERM / SIGINT: saved, stop here
+        return {"signal": summary["signal"], "training": summary}
+    model = trainer.ema.eval()
+
+    # ---------------------------------------------------------------- sampling
     log(f"[demo] sampling {n} videos per setting, {sample_steps} Euler steps per stage")
     real_ref = MovingShapes(size, frames, cfg.model.channels, cfg.max_shapes, seed=seed + 101)
     real_held = MovingShapes(size, frames, cfg.model.channels, cfg.max_shapes, seed=seed + 202)
@@ -87,20 +127,27 @@ def run_demo(
         ("ablation: noise pyramid with constant x2 on bicubic", model,
          {"ablation": "x2-bicubic"}),
     ]
+    bar = _bar(progress, 4 * n, "sample")
     for name, m, kw in specs:
         t0 = time.perf_counter()
-        sets[name] = sample_videos(m, cfg, n, steps=sample_steps, seed=seed + 7, **kw)
+        parts = []
+        for lo in range(0, n, 16):
+            parts.append(sample_videos(m, cfg, min(16, n - lo), steps=sample_steps,
+                                       seed=seed + 7, first=lo, **kw))
+            if bar is not None:
+                bar.update(parts[-1].shape[0])
+        sets[name] = torch.cat(parts)
         times[name] = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
 
     # ---------------------------------------------------------------- timing
-    tb = min(8, n)
     log(f"[demo] timing pyramid vs flat sampling (batch {tb}, {sample_steps} steps per stage "
         f"vs {cfg.stages * sample_steps} flat steps)")
     t_pyr, _ = _timed(lambda: sample_videos(model, cfg, tb, steps=sample_steps, seed=1))
     t_flat, flat_x = _timed(
         lambda: sample_videos(model, cfg, tb, steps=sample_steps, seed=1, flat=True)
     )
-    share = sum(4.0 ** -(cfg.stages - 1 - k) for k in range(cfg.stages)) / cfg.stages
 
     # ---------------------------------------------------------------- metrics
     enc = RandomVideoEncoder(cfg.model.channels, seed=0)
@@ -123,11 +170,15 @@ def run_demo(
     png = save_frames_png(torch.cat(rows), out / "frames.png", scale=3, labels=labels)
 
     total = time.perf_counter() - t_start
+    losses = summary["losses"]
+    window = max(1, min(50, len(losses) // 2))
     metrics = {
+        "budget_s": budget,
         "config": cfg.to_dict(),
         "training": {k: v for k, v in summary.items() if k != "losses"},
-        "loss_first_50": sum(summary["losses"][:50]) / max(1, len(summary["losses"][:50])),
-        "loss_last_50": sum(summary["losses"][-50:]) / max(1, len(summary["losses"][-50:])),
+        "loss_window": window,
+        "loss_first": sum(losses[:window]) / max(1, len(losses[:window])),
+        "loss_last": sum(losses[-window:]) / max(1, len(losses[-window:])),
         "sampling": {
             "steps_per_stage": sample_steps,
             "batch": tb,
@@ -198,6 +249,43 @@ def _reading(m: dict) -> str:
     return "\n".join(lines)
 
 
+def _bar(progress: bool, total: int, desc: str):
+    if not progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=total, desc=desc, unit="video", dynamic_ncols=True, file=sys.stderr)
+
+
+def _loss_sentence(m: dict) -> str:
+    steps = m["training"]["steps"]
+    w = m.get("loss_window", 50)
+    if steps < 2:
+        return f"Loss (MSE of the stage velocity `start - end`): {m['loss_last']:.4f} " \
+               f"after {steps} step(s), too short a run to show a trend."
+    return (f"Loss (MSE of the stage velocity `start - end`): {m['loss_first']:.4f} over the "
+            f"first {w} steps, {m['loss_last']:.4f} over the last {w}"
+            + (" (a short run: the first steps are still in the learning-rate warm-up)"
+               if steps < 100 else "") + ".")
+
+
+def _time_reading(s: dict) -> str:
+    """The measured time ratio in words, the right way round."""
+    r, share = s["ratio_pyramid_over_flat"], s["token_share_expected"]
+    text = (f"the pyramid sampler took {r:.3f} of the flat sampler's time "
+            f"({1 / r:.1f}x faster), {_compare(r, share)}")
+    if r > 1.1 * share:
+        return text + (" (above it: a conv net's fixed per-call costs weigh more on the "
+                       "small stages than their pixel count).")
+    if r < 0.9 * share:
+        return text + (" (below it: the full-resolution calls of the flat sampler cost more "
+                       "than their pixel count here, e.g. memory traffic, or the machine "
+                       "was busier while they ran; the two are timed back to back).")
+    return text + "."
+
+
 def _compare(measured: float, expected: float) -> str:
     rel = measured / expected - 1
     if abs(rel) < 0.1:
@@ -218,9 +306,8 @@ A {tr['params'] / 1e6:.2f} M-parameter (2+1)-D conv U-Net trained with pyramidal
 (`PyramidSchedule.training_inputs`, {k} stages at {res} per frame, {c['frames']} frames,
 sample ratios {tuple(c['sample_ratios'])}) on procedural MovingShapes clips for
 {tr['steps']} steps ({tr['seconds'] / 60:.1f} min, batch {c['batch_size']},
-{tr['samples_per_s']:.1f} clips/s, {m['threads']} threads). Loss (MSE of the stage velocity
-`start - end`): {m['loss_first_50']:.4f} over the first 50 steps, {m['loss_last_50']:.4f} over
-the last 50. Samples use the EMA weights and `sample_pyramid` with {s['steps_per_stage']}
+{tr['samples_per_s']:.1f} clips/s, {m['threads']} threads). {_loss_sentence(m)}
+Samples use the EMA weights and `sample_pyramid` with {s['steps_per_stage']}
 Euler steps per stage (equal steps, `compat=False`).
 
 ![samples](samples.gif)
@@ -244,8 +331,7 @@ pyramid against {k * s['steps_per_stage']} steps at full resolution for the flat
 
 The pixel ("token") share of a {k}-stage pyramid is
 ({' + '.join(f'1/{4 ** (k - 1 - i)}' for i in range(k))})/{k} = {s['token_share_expected']:.4f};
-the measured ratio is {_compare(s['ratio_pyramid_over_flat'], s['token_share_expected'])}
-(a conv net's fixed per-call costs weigh more on the small stages).
+{_time_reading(s)}
 
 ## Sample quality
 

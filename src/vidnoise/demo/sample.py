@@ -27,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidnoise.demo import DemoError
+from vidnoise._checks import check_int
+from vidnoise.demo._errors import DemoError
 
 __all__ = [
     "ABLATIONS",
@@ -58,8 +59,10 @@ def flat_model_fn(model, stage: int = 0, cond=None):
     """``(x, σ) -> v = ε - x0`` for :func:`~vidnoise.samplers.sample_flow`: the network gets
     timestep ``1000·σ`` (σ = noise fraction) and a fixed stage embedding."""
 
+    from vidnoise.conventions import sigma_to_timestep
+
     def fn(x, sigma):
-        return model(x, 1000.0 * sigma, stage, cond=cond)
+        return model(x, sigma_to_timestep(sigma), stage, cond=cond)
 
     return fn
 
@@ -115,22 +118,29 @@ def sample_videos(
     cond=None,
     batch: int = 16,
     progress: bool = False,
+    first: int = 0,
 ) -> torch.Tensor:
     """``n`` samples (n, C, T, H, W) in [-1, 1] from ``model`` trained with ``cfg``.
 
     ``steps`` is the number of Euler steps per pyramid stage; the flat sampler takes
     ``stages·steps`` steps on the linear grid ``σ = linspace(1, 0, stages·steps + 1)``, the
     same number of model calls, all at full resolution. ``flat=None`` follows ``cfg.flat``.
-    Sample ``i`` depends only on ``(seed, i)`` (one generator per sample), so batch size does
-    not change the samples. ``compat=False`` uses equal steps down to 0 in each stage
+    Sample ``i`` depends only on ``(seed, first + i)`` (one generator per sample), so batch
+    size does not change the samples and ``first`` continues a set in pieces.
+    ``compat=False`` uses equal steps down to 0 in each stage
     (``True``: the reference grid, whose last step only moves 1/1000).
 
     ``cond`` (image-to-video, a model trained with ``i2v``): the full-resolution condition
     (n, C, T, H, W), e.g. :func:`image_condition` of a first frame; without it an ``i2v``
     model samples unconditionally (the condition is zeros, as with image dropout).
     """
-    from vidnoise.demo.train import build_schedule
+    from vidnoise.demo.trainer import build_schedule, generator_seed
     from vidnoise.samplers import sample_flow, sample_pyramid
+
+    n = check_int("n", n, minimum=0)
+    steps = check_int("steps", steps, minimum=1)
+    batch = check_int("batch", batch, minimum=1)
+    first = check_int("first", first, minimum=0)
 
     flat = cfg.flat if flat is None else flat
     if cond is not None and not cfg.i2v:
@@ -148,7 +158,8 @@ def sample_videos(
     outs = []
     for lo in range(0, n, batch):
         hi = min(n, lo + batch)
-        gens = [torch.Generator().manual_seed(seed * 100_003 + i) for i in range(lo, hi)]
+        gens = [torch.Generator().manual_seed(generator_seed(seed, first + i, 100_003))
+                for i in range(lo, hi)]
         shape = (hi - lo, c, cfg.frames, cfg.size, cfg.size)
         cnd = None if cond is None else cond[lo:hi]
         if flat:

@@ -13,8 +13,8 @@ from vidnoise.oracles.gaussian import (
     StageVelocity,
     exact_pyramid_model,
     exact_stage_velocity,
-    pyramid_operators,
     powerlaw_cov,
+    pyramid_operators,
 )
 from vidnoise.oracles.mixture import GaussianMixture
 

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from vidnoise._checks import as_sigma, check_float, check_int, check_tensor
+from vidnoise._checks import as_sigma, check_float, check_int, check_real_tensor, check_tensor
 from vidnoise.noise import randn
 
 __all__ = ["LinearGaussianAR"]
@@ -22,6 +22,22 @@ def _level(name: str, v, x: torch.Tensor, **rng):
     """``v`` (a float, a 0-d or a (B,) tensor) broadcastable against ``x``, in float64, by
     the one σ-to-batch rule :func:`vidnoise._checks.as_sigma`."""
     return as_sigma(name, v, x.shape, x.device, **rng)
+
+
+def _check_not_both_zero(A, B) -> None:
+    """Raise where ``A = B = 0`` (x carries nothing); tensors are checked on the CPU only."""
+    both = None
+    if isinstance(A, float) and isinstance(B, float):
+        both = A == 0.0 and B == 0.0
+    else:
+        dev = A.device if isinstance(A, torch.Tensor) else B.device
+        if dev.type == "cpu":
+            both = bool(torch.any(torch.as_tensor(A == 0.0) & torch.as_tensor(B == 0.0)))
+    if both:
+        raise ValueError(
+            "a_path and b_path must not both be 0 (x = 0·x_next + 0·ε carries nothing), got "
+            "a_path = b_path = 0"
+        )
 
 
 class LinearGaussianAR:
@@ -64,23 +80,35 @@ class LinearGaussianAR:
 
     def posterior_mean(self, x_prev: torch.Tensor, a_path, b_path, x: torch.Tensor):
         """``E[x_next | A·x_next + B·ε = x, x_prev]`` (A, B >= 0 floats or (B,) tensors, not
-        both 0); ``x / A`` exactly at ``B = 0``."""
-        check_tensor("x_prev", x_prev)
-        check_tensor("x", x)
+        both 0); ``x / A`` exactly at ``B = 0``.
+
+        The gain ``A q / (A² q + B²)`` is computed as ``(A√q / h)(√q / h)`` with ``h =
+        hypot(A√q, B)``, so no square over- or underflows (``A = 0`` gives the prior mean).
+        """
+        check_real_tensor("x_prev", check_tensor("x_prev", x_prev))
+        check_real_tensor("x", check_tensor("x", x))
         if x_prev.shape != x.shape:
             raise ValueError(
                 f"x_prev must have x's shape {tuple(x.shape)}, got {tuple(x_prev.shape)}"
             )
+        if x_prev.device != x.device:
+            raise ValueError(f"x_prev must be on x's device {x.device}, got {x_prev.device}")
         A, B = _level("a_path", a_path, x), _level("b_path", b_path, x)
+        _check_not_both_zero(A, B)
         m = self.a * x_prev.to(torch.float64)
         xd = x.to(torch.float64)
-        gain = A * self.q / (A * A * self.q + B * B)
-        out = m + gain * (xd - A * m)
-        # B = 0: noiseless, E = x / A exactly (the formula gives it only up to rounding)
-        if isinstance(B, float):
-            out = xd / A if B == 0.0 else out
-        else:
-            out = torch.where(B == 0.0, xd / A, out)
+        rq = math.sqrt(self.q)
+        if isinstance(A, float) and isinstance(B, float):
+            if B == 0.0:  # noiseless: E = x / A exactly (the formula gives it up to rounding)
+                return (xd / A).to(x.dtype)
+            h = math.hypot(A * rq, B)
+            return (m + ((A * rq / h) * (rq / h)) * (xd - A * m)).to(x.dtype)
+        A = torch.as_tensor(A, dtype=torch.float64, device=x.device)
+        B = torch.as_tensor(B, dtype=torch.float64, device=x.device)
+        clean = B == 0.0
+        h = torch.hypot(A * rq, torch.where(clean, torch.ones_like(B), B))
+        out = m + ((A * rq / h) * (rq / h)) * (xd - A * m)
+        out = torch.where(clean, xd / A, out)
         return out.to(x.dtype)
 
     def denoiser(self, x_prev: torch.Tensor):
@@ -93,7 +121,7 @@ class LinearGaussianAR:
         at σ = 0 the exact value ``v = E[ε] - x_next = -x`` (the formula's limit)."""
 
         def v(x, sigma):
-            check_tensor("x", x)
+            check_real_tensor("x", check_tensor("x", x))
             s = _level("sigma", sigma, x, high=1.0)
             s = torch.as_tensor(s, dtype=torch.float64, device=x.device)
             flat = s if s.dim() == 0 else s.reshape(-1)  # as given: 0-d or (B,)

@@ -16,7 +16,8 @@ import torch
 from vidnoise._checks import check_tensor, work_dtype
 
 __all__ = [
-    "check_state", "model_output", "progress_range", "read_grid", "sigma_batch", "to_device",
+    "check_finite", "check_state", "model_output", "progress_range", "read_grid", "sigma_batch",
+    "to_device",
 ]
 
 
@@ -29,7 +30,8 @@ def read_grid(
 ) -> list[float]:
     """Read a sigma grid once as Python floats and check it.
 
-    ``sigmas`` is a 1-D tensor or a sequence of real numbers with at least two values,
+    ``sigmas`` is a 1-D tensor or a sequence of real numbers (0-d real tensors included, as
+    ``list(tensor)`` gives) with at least two values,
     strictly decreasing, finite and >= 0 (and <= ``high`` when given), ending at ``end``
     when given. A tensor is copied to the host here, once, before any loop: pass the grid as a
     CPU tensor or a list to avoid that single device sync on an accelerator.
@@ -45,6 +47,10 @@ def read_grid(
         values = list(sigmas)
         if not all(type(v) is float for v in values):  # fast path: a list of floats
             for v in values:
+                if isinstance(v, torch.Tensor) and v.dim() == 0 and not (
+                    v.dtype == torch.bool or v.is_complex() or v.is_meta
+                ):
+                    continue  # list(tensor) gives 0-d tensors: read once, here
                 if isinstance(v, bool) or not isinstance(v, numbers.Real):
                     raise TypeError(f"{name} must contain real numbers, got {v!r}")
             values = [float(v) for v in values]
@@ -60,11 +66,20 @@ def read_grid(
     for i, v in enumerate(values):
         if not math.isfinite(v) or v < 0.0 or (high is not None and v > high):
             hint = ""
-            if high == 1.0 and all(math.isfinite(u) and 0.0 <= u <= 1000.0 for u in values):
-                hint = (
-                    f"; {name} looks like timesteps on a 0..1000 scale: convert them with "
-                    f"vidnoise.conventions.timestep_to_sigma({name}) (σ = t/1000)"
+            if high == 1.0 and all(math.isfinite(u) and u >= 0.0 for u in values):
+                edm = (
+                    f"EDM noise levels (x = x0 + σ·ε, e.g. a Karras grid): sample them with "
+                    f"sample_edm and a denoiser, or convert them for a flow model with "
+                    f"vidnoise.conventions.edm_sigma_to_flow({name}) (σ/(1 + σ))"
                 )
+                if all(u <= 1000.0 for u in values):
+                    hint = (
+                        f"; {name} looks like timesteps on a 0..1000 scale: convert them with "
+                        f"vidnoise.conventions.timestep_to_sigma({name}) (σ = t/1000); or "
+                        f"like {edm}"
+                    )
+                else:
+                    hint = f"; {name} looks like {edm}"
             raise ValueError(
                 f"{name} must contain finite values in {rng}, got {name}[{i}] = {v}{hint}"
             )
@@ -135,13 +150,35 @@ def check_state(name: str, x) -> torch.dtype:
     """Check a sampler's start tensor and return its working dtype (``_checks.work_dtype``).
 
     ``x`` must be a real floating tensor with a batch dim 0. bool, integer and complex
-    tensors raise naming ``name``. A tensor on the meta device is accepted (the whole loop
-    then runs on meta: a cheap proof that it never reads a tensor value on the host).
+    tensors raise naming ``name``; so does a CPU tensor holding NaN or inf (see
+    :func:`check_finite`). A tensor on the meta device is accepted (the whole loop then runs
+    on meta: a cheap proof that it never reads a tensor value on the host).
     """
     check_tensor(name, x)
     if x.dim() < 1:
         raise ValueError(f"{name} must have a batch dim (dim 0), got a 0-d tensor")
+    check_finite(name, x)
     return work_dtype(x.dtype)
+
+
+def check_finite(name: str, x: torch.Tensor) -> None:
+    """Refuse a CPU tensor holding NaN or inf, with their count (once, before a loop).
+
+    Off the CPU (and under ``torch.compile``) the check is skipped: it reads values on the
+    host, which would be a device sync. A model output inside the loop is never checked:
+    NaN or inf from the model propagates to the result, it is never replaced.
+    """
+    if x.device.type != "cpu" or x.numel() == 0 or torch.compiler.is_compiling():
+        return
+    if math.isfinite(float(x.sum())):  # one cheap pass (about 25x cheaper
+        return  # than isfinite().all()); NaN or inf in x makes the sum non-finite
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = x.numel() - int(finite.sum())
+        raise ValueError(
+            f"{name} must hold finite values, got {bad} of {x.numel()} values that are nan "
+            f"or inf (shape {tuple(x.shape)})"
+        )
 
 
 def model_output(name: str, out, like: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from vidnoise._checks import check_bool, check_callable, check_float, check_int, check_tensor
+from vidnoise._checks import (
+    check_bool,
+    check_callable,
+    check_float,
+    check_int,
+    check_tensor,
+    work_dtype,
+)
 from vidnoise.noise import as_generators, randn
 from vidnoise.samplers._common import progress_range
 
@@ -47,6 +54,7 @@ def rollout(
         cond_noise: σ of the conditioning-frame noise (x + σ·ε), >= 0.
         generator: one ``torch.Generator`` or one per item of dim 0.
         progress: tqdm bar over frames (nothing, with a warning, without tqdm).
+            (Half-precision frames are noised in float32 and rounded once.)
         grad: keep the autograd graph (through ``sample_next`` and the window). Default
             False: the rollout runs under ``torch.no_grad()``, like every sampler.
 
@@ -74,9 +82,11 @@ def _loop(sample_next, context, n_frames, cond_noise, accumulate_cond_noise, gen
     b, k = context.shape[:2]
     frame_shape = (b, *context.shape[2:])
 
-    def noised(frames, base=None):
-        eps = randn(frames.shape, generator=generator, device=frames.device, dtype=frames.dtype)
-        return (frames if base is None else base) + cond_noise * eps  # c = x + σ_c·ε
+    dtype, wdt = context.dtype, work_dtype(context.dtype)
+
+    def noised(frames, base=None):  # c = x + σ_c·ε, kept in float32 for half precision
+        eps = randn(frames.shape, generator=generator, device=frames.device, dtype=wdt)
+        return eps.mul_(cond_noise).add_(frames if base is None else base)
 
     window = context
     out = []
@@ -88,15 +98,20 @@ def _loop(sample_next, context, n_frames, cond_noise, accumulate_cond_noise, gen
                 step = check_int("renoise step", step, minimum=0)
                 while len(_steps) <= step:  # nested draws: one more σ_c·ε per step
                     _steps.append(noised(_window, _steps[-1]) if cond_noise > 0 else _window)
-                return _steps[step]
+                return _steps[step].to(dtype)
 
-            frame = sample_next(steps[0], renoise=renoise)
+            frame = sample_next(steps[0].to(dtype), renoise=renoise)
         else:
-            frame = sample_next(noised(window) if cond_noise > 0 else window)
+            frame = sample_next(noised(window).to(dtype) if cond_noise > 0 else window)
         if not isinstance(frame, torch.Tensor) or tuple(frame.shape) != frame_shape:
             raise ValueError(
                 f"sample_next must return one frame of shape {frame_shape} (B, C, H, W), got "
                 f"{tuple(frame.shape) if isinstance(frame, torch.Tensor) else type(frame)}"
+            )
+        if frame.device != context.device:
+            raise ValueError(
+                f"sample_next must return a frame on the context's device {context.device}, "
+                f"got one on {frame.device}"
             )
         frame = frame.to(context.dtype)
         out.append(frame)

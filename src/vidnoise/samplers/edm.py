@@ -10,9 +10,10 @@ import math
 
 import torch
 
-from vidnoise._checks import check_bool, check_callable, check_choice, check_float
+from vidnoise._checks import check_bool, check_callable, check_choice, check_float, check_int
 from vidnoise.noise import as_generators, randn
 from vidnoise.samplers._common import (
+    check_finite,
     check_state,
     model_output,
     progress_range,
@@ -88,10 +89,11 @@ def sample_edm(
     check_callable("denoiser", denoiser)
     wdt = check_state("noise", noise)
     s = read_grid("sigmas", sigmas, end=0.0)
-    check_choice("order", order, (1, 2))
+    check_choice("order", check_int("order", order), (1, 2))
     s_churn = check_float("s_churn", s_churn, low=0.0)
     s_tmin = check_float("s_tmin", s_tmin, low=0.0)
-    s_tmax = check_float("s_tmax", s_tmax, low=s_tmin, allow_inf=True)
+    s_tmax = check_float("s_tmax", s_tmax, low=s_tmin, allow_inf=True,
+                         hint=f"s_tmax must be >= s_tmin = {s_tmin:g}")
     s_noise = check_float("s_noise", s_noise, low=0.0)
     if not (callable(init) or (isinstance(init, str) and init in INITS)):
         raise ValueError(f"init must be one of {list(INITS)} or a callable, got {init!r}")
@@ -158,6 +160,7 @@ def _loop(denoiser, noise, s, wdt, order, s_churn, s_tmin, s_tmax, s_noise, init
     else:
         x = init(noise, s[0])
         x = model_output("init", x, noise).to(wdt)
+        check_finite("init(noise, sigmas[0])", x)
     for i in progress_range(n, progress, "sample_edm"):
         h = s[i + 1] - s_hat[i]  # σ' - σ̂
         x_hat = x

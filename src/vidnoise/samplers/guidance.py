@@ -156,6 +156,20 @@ def stage_cfg(model, plan: list[list[float]] | None, dtype: torch.dtype):
     return velocity
 
 
+def _check_sigma(sigma: torch.Tensor, x: torch.Tensor, *, per_sample_only: bool) -> None:
+    """σ given to a guided model: a real 0-d tensor or one level per sample, (B,); with a
+    fixed scale also (B, ...) (e.g. per-frame levels), since no step look-up reads it."""
+    if sigma.dtype == torch.bool or sigma.is_complex():
+        raise TypeError(f"sigma must be a real tensor, got dtype {sigma.dtype}")
+    b = x.shape[0]
+    ok = sigma.dim() == 0 or (sigma.shape[0] == b and (sigma.dim() == 1 or not per_sample_only))
+    if not ok:
+        allowed = f"a float, a 0-d tensor or a ({b},) tensor (one level per item of x's dim 0)"
+        if not per_sample_only:
+            allowed += f" or a ({b}, ...) tensor"
+        raise ValueError(f"sigma must be {allowed}, got shape {tuple(sigma.shape)}")
+
+
 def cfg(model_cond, model_uncond, scale, *, sigmas=None, batch_order="uncond_first"):
     """Classifier-free guidance combinator: returns ``guided(x, sigma)``.
 
@@ -183,13 +197,16 @@ def cfg(model_cond, model_uncond, scale, *, sigmas=None, batch_order="uncond_fir
             ``uncond, cond = out.chunk(2)``). ``"cond_first"``: ``[cond; uncond]``.
 
     ``sigma`` may be a (B,) tensor, a 0-d tensor or a Python float (made a (B,) tensor in
-    the working dtype of ``x``).
+    the working dtype of ``x``); with a fixed float ``scale`` also a (B, ...) tensor such as
+    per-frame levels. Any other shape raises naming ``sigma``.
     """
     check_callable("model_cond", model_cond)
     check_callable("model_uncond", model_uncond, optional=True)
     check_choice("batch_order", batch_order, BATCH_ORDERS)
-    if isinstance(scale, numbers.Real) and not isinstance(scale, bool):
-        scale = _real("scale", scale)
+    if (isinstance(scale, numbers.Real) and not isinstance(scale, bool)) or (
+        isinstance(scale, torch.Tensor) and scale.dim() == 0
+    ):
+        scale = _real("scale", scale)  # a 0-d tensor is read once here, on the host
         plan = None
     else:
         if isinstance(scale, (str, bool)) or scale is None:
@@ -226,9 +243,13 @@ def cfg(model_cond, model_uncond, scale, *, sigmas=None, batch_order="uncond_fir
 
     def guided(x, sigma):
         check_tensor("x", x)
+        if x.dim() < 1:
+            raise ValueError("x must have a batch dim (dim 0), got a 0-d tensor")
         if not isinstance(sigma, torch.Tensor):
             value = _real("sigma", sigma)
             sigma = torch.full((x.shape[0],), value, dtype=work_dtype(x.dtype), device=x.device)
+        else:
+            _check_sigma(sigma, x, per_sample_only=plan is not None)
         if model_uncond is None:
             s2 = torch.cat([sigma, sigma]) if sigma.dim() > 0 else sigma
             both = model_cond(torch.cat([x, x]), s2)
