@@ -1044,3 +1044,20 @@ def test_history_guidance_half_precision_and_empty_batch():
     assert lo.dtype == torch.bfloat16
     torch.testing.assert_close(lo.float()[:, :, 1:], hi[:, :, 1:], rtol=2e-2, atol=2e-2)
     assert hg(x[:0], s[:0]).shape == (0, 1, 3, 2, 2)
+
+
+def test_nonfinite_noise_and_tensor_scale():
+    """Noise holding NaN/inf is refused before the loop (the samplers' check_state); a 0-d
+    tensor scale is a float scale, as in cfg."""
+    x = torch.randn(1, 1, 3, 2, 2)
+    x[0, 0, 1, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="noise must hold finite values, got 1 of 12"):
+        sample_frames(smooth_model(), x, [[1.0] * 3, [0.0] * 3])
+    x = torch.randn(2, 1, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    s = torch.tensor([[0.0, 0.5, 1.0]] * 2)
+    a = history_guidance(smooth_model(), torch.tensor(2.5), 1,
+                         generator=torch.Generator().manual_seed(1))(x, s)
+    b = history_guidance(smooth_model(), 2.5, 1, generator=torch.Generator().manual_seed(1))(x, s)
+    assert torch.equal(a, b)
+    with pytest.raises(TypeError, match="scale must be a real tensor"):
+        history_guidance(smooth_model(), torch.tensor(True), 1)

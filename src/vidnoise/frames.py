@@ -41,13 +41,20 @@ from vidnoise._checks import (
     check_float,
     check_floating_dtype,
     check_int,
+    check_real_tensor,
     check_tensor,
     frame_axis,
     work_dtype,
 )
 from vidnoise.conventions import FLOW_SIGMA_HINT
 from vidnoise.noise import as_generators, randn
-from vidnoise.samplers._common import model_output, progress_range, read_grid, to_device
+from vidnoise.samplers._common import (
+    check_state,
+    model_output,
+    progress_range,
+    read_grid,
+    to_device,
+)
 from vidnoise.samplers.guidance import combine, scale_plan
 
 __all__ = [
@@ -278,6 +285,7 @@ def sample_frames(
     """
     check_callable("model", model)
     check_tensor("noise", noise, ndims=(5,))
+    check_state("noise", noise)  # the samplers' start check (finite values on the CPU)
     check_choice("layout", layout, LAYOUTS)
     euler_last = _solver_rule(solver, edm, last_step)
     check_bool("grad", grad)
@@ -1021,6 +1029,8 @@ def history_guidance(model, scale, history, *, model_uncond=None, layout="BCTHW"
 def _history_scale(scale, sigmas):
     """``(w, None)`` for a float scale, ``(None, (per-step scales, grid steps))`` otherwise,
     parsed by ``scale_plan`` (the one parser ``cfg`` uses)."""
+    if isinstance(scale, Tensor) and scale.dim() == 0:  # read once, here, as cfg does
+        scale = float(check_real_tensor("scale", scale))
     if isinstance(scale, numbers.Real) and not isinstance(scale, bool):
         return scale_plan("scale", scale, [1])[0][0], None
     if scale is None or isinstance(scale, (str, bool)):
