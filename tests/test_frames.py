@@ -844,9 +844,12 @@ def test_timestep_scale_matrix_hint():
     x = torch.zeros(1, 1, 2, 1, 1)
     with pytest.raises(ValueError, match="timestep_to_sigma"):
         sample_frames(smooth_model(), x, [[1000.0, 750.0], [500.0, 0.0]])
-    with pytest.raises(ValueError, match="must contain finite") as err:
+    with pytest.raises(ValueError, match="edm=True") as err:
         sample_frames(smooth_model(), x, [[2000.0, 1.0], [0.0, 0.0]])
     assert "timestep_to_sigma" not in str(err.value)
+    with pytest.raises(ValueError, match="must contain finite") as err:
+        sample_frames(smooth_model(), x, [[-1.0, 1.0], [-2.0, 0.0]])
+    assert "timestep" not in str(err.value) and "edm" not in str(err.value)
     sch = skyreels_matrix(4, [1000, 500], 4, ar_step=1)
     with pytest.raises(ValueError, match="timestep_to_sigma"):  # the template passed as grid
         sample_frames(smooth_model(), torch.zeros(1, 1, 4, 1, 1), sch.sigmas([1000, 500, 0]))

@@ -151,8 +151,11 @@ def check_sigma_matrix(
     if bool(bad.any()):
         i, f = (int(v) for v in bad.nonzero()[0])
         hint = ""
-        if high == 1.0 and bool((torch.isfinite(m) & (m >= 0) & (m <= 1000)).all()):
-            hint = f"; {name} looks like timesteps on a 0..1000 scale: {FLOW_SIGMA_HINT}"
+        if high == 1.0 and bool((torch.isfinite(m) & (m >= 0)).all()):
+            edm = ("EDM noise levels (x = x0 + σ·ε): pass edm=True with a denoiser model, or "
+                   "convert them with vidnoise.conventions.edm_sigma_to_flow (σ/(1 + σ))")
+            hint = (f"; {name} looks like timesteps on a 0..1000 scale: {FLOW_SIGMA_HINT}; or "
+                    f"like {edm}" if bool((m <= 1000).all()) else f"; {name} looks like {edm}")
         raise ValueError(f"{name} must contain finite values in {rng}, got "
                          f"{name}[{i}, {f}] = {float(m[i, f])}{hint}")
     up = m[1:] > m[:-1]
