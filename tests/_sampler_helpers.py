@@ -126,3 +126,20 @@ def k_diffusion_sampling():
                 and not hasattr(sys.modules["torchsde"], "BrownianTree"):
             del sys.modules["torchsde"]
     return mod
+
+
+class MixtureProblems(dict):
+    """Per dim: a Gaussian mixture, fixed float64 noise (seed 7; batch 256 at dim 2, else 64)
+    and a fine reference ``reference(gm, noise)``, built on first use (a module fixture)."""
+
+    def __init__(self, reference):
+        super().__init__()
+        self._reference = reference
+
+    def __missing__(self, dim):
+        gm = mixture(dim, seed=dim)
+        batch = 256 if dim == 2 else 64
+        noise = torch.randn(batch, dim, generator=torch.Generator().manual_seed(7),
+                            dtype=torch.float64)
+        self[dim] = (gm, noise, self._reference(gm, noise))
+        return self[dim]

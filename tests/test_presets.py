@@ -198,3 +198,77 @@ def test_bad_sizes():
         p.sigmas(4.5)
     with pytest.raises(ValueError, match="resolution"):
         presets.get("sd3").mu()
+
+
+# ----------------------------------------------------------------- bad inputs (review)
+def test_unknown_name_lists_every_name():
+    for bad in ("sd4", "", "WAN2.1-T2V-14B"):
+        with pytest.raises(ValueError) as e:
+            presets.get(bad)
+        assert repr(bad) in str(e.value) or bad in str(e.value)
+        assert all(n in str(e.value) for n in presets.names())
+
+
+@pytest.mark.parametrize("name", sorted(set(presets.names()) - {"pyramid-flow"}))
+def test_steps_errors_name_steps(name):
+    p = presets.get(name)
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match=r"steps.*got " + str(bad)):
+            p.sigmas(bad)
+    for bad in (2.5, True, "10"):
+        with pytest.raises(TypeError, match="steps"):
+            p.sigmas(bad)
+
+
+def test_steps_range_of_the_grid_rule_is_named():
+    """Before: 'n must be >= 2' (Mochi) and 'n must be ... <= 1000' (CogVideoX) named an
+    argument the caller never passed."""
+    with pytest.raises(ValueError, match=r"^steps must be >= 2, got 1"):
+        presets.get("mochi-1").sigmas(1)
+    with pytest.raises(ValueError, match=r"^steps must be >= 1 and <= 1000, got 1001"):
+        presets.get("cogvideox-2b").sigmas(1001)
+    with pytest.raises(ValueError, match=r"^steps must be"):
+        presets.get("cogvideox-5b").edm_sigmas(1001)
+    assert presets.get("cogvideox-2b").sigmas(1000).shape == (1001,)
+
+
+@pytest.mark.parametrize("name, key, bad, fix", [
+    ("ltx-video", "height", 500, "480 or 512"),       # diffusers LTXPipeline: % 32 raises
+    ("ltx-video", "width", 700, "672 or 704"),
+    ("wan2.1-t2v-14b", "height", 721, "720 or 736"),  # WanPipeline: % 16 raises
+    ("flux", "width", 1000, "992 or 1008"),           # FluxPipeline resizes to % 16
+    ("flux", "height", 8, "use 16"),                  # before: seq_len=0 error
+    ("ltx-video", "frames", 20, "17 or 25"),          # 1 + 8k frames
+    ("wan2.2-t2v-a14b", "frames", 80, "77 or 81"),    # 1 + 4k frames
+    ("flux", "frames", 5, "image model"),
+])
+def test_sizes_off_the_latent_grid_raise(name, key, bad, fix):
+    """Before: silently floored (ltx height 500 gave the grid of 480)."""
+    p = presets.get(name)
+    with pytest.raises(ValueError, match=rf"{key}={bad}.*{fix}"):
+        p.sigmas(8, **{key: bad})
+    if p.dynamic is not None:
+        with pytest.raises(ValueError, match=rf"{key}={bad}"):
+            p.mu(**{key: bad})
+
+
+def test_every_preset_is_immutable_and_hashable():
+    for name in presets.names():
+        p = presets.get(name)
+        for f in dataclasses.fields(p):
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                setattr(p, f.name, getattr(p, f.name))
+            assert not isinstance(getattr(p, f.name), (list, dict, set, np.ndarray,
+                                                       torch.Tensor)), (name, f.name)
+        hash(p)
+        assert presets.get(name) is p  # one shared object, so immutability matters
+
+
+def test_every_source_names_a_repository_file():
+    """Each preset cites where its values come from: an owner/repo or 'diffusers' and a file."""
+    for name in presets.names():
+        p = presets.get(name)
+        for text in (p.sources, p.grid_source):
+            assert text, (name, "empty source")
+            assert "/" in text and any(ext in text for ext in (".py", ".json", ".yaml",
+                                                               "README")), (name, text)

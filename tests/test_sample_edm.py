@@ -8,7 +8,14 @@ import math
 import pytest
 import torch
 
-from _sampler_helpers import k_diffusion_sampling, karras, loglog_slope, mean_error, mixture
+from _sampler_helpers import (
+    MixtureProblems,
+    k_diffusion_sampling,
+    karras,
+    loglog_slope,
+    mean_error,
+    mixture,
+)
 from vidnoise.oracles import GaussianMixture
 from vidnoise.samplers import sample_edm
 
@@ -195,19 +202,11 @@ def test_unit_init_leaves_noise_std_sigma_next_over_sigma_max():
 _NS = (16, 32, 64, 128)
 
 
-class _Problems(dict):
-    def __missing__(self, dim):
-        gm = mixture(dim, seed=dim)
-        batch = 256 if dim == 2 else 64
-        noise = torch.randn(batch, dim, generator=_gen(7), dtype=torch.float64)
-        ref = sample_edm(gm.denoiser, noise, karras(2000, 2e-3, 80.0), order=2)
-        self[dim] = (gm, noise, ref)
-        return self[dim]
-
-
 @pytest.fixture(scope="module")
 def edm_problems():
-    return _Problems()
+    return MixtureProblems(
+        lambda gm, noise: sample_edm(gm.denoiser, noise, karras(2000, 2e-3, 80.0), order=2)
+    )
 
 
 @pytest.mark.parametrize("dim", [2, 64])
@@ -470,7 +469,7 @@ def test_denoiser_outputs_device_dtype_and_tuple():
 
 if __name__ == "__main__":  # the convergence table of docs/samplers.md
     torch.set_num_threads(1)
-    probs = _Problems()
+    probs = edm_problems.__wrapped__()
     for dim in (2, 64):
         for order in (1, 2):
             gm, noise, ref = probs[dim]

@@ -8,7 +8,14 @@ import sys
 import pytest
 import torch
 
-from _sampler_helpers import flow_velocity, gaussian_flow, linear, loglog_slope, mean_error, mixture
+from _sampler_helpers import (
+    MixtureProblems,
+    flow_velocity,
+    gaussian_flow,
+    linear,
+    loglog_slope,
+    mean_error,
+)
 from vidnoise.samplers import sample_flow
 
 # ----------------------------------------------------------------------------- formulas
@@ -114,22 +121,12 @@ _NS = (16, 32, 64, 128)
 _EXPECTED = {"euler": 1.0, "heun": 2.0, "midpoint": 2.0}
 
 
-class _Problems(dict):
-    """Mixture, fixed noise and 2000-step Heun reference per dim, built on first use."""
-
-    def __missing__(self, dim):
-        gm = mixture(dim, seed=dim)
-        batch = 256 if dim == 2 else 64
-        noise = torch.randn(batch, dim, generator=torch.Generator().manual_seed(7),
-                            dtype=torch.float64)
-        ref = sample_flow(flow_velocity(gm), noise, linear(2000), solver="heun")
-        self[dim] = (gm, noise, ref)
-        return self[dim]
-
-
 @pytest.fixture(scope="module")
 def flow_problems():
-    return _Problems()
+    """Mixture, fixed noise and 2000-step Heun reference per dim, built on first use."""
+    return MixtureProblems(
+        lambda gm, noise: sample_flow(flow_velocity(gm), noise, linear(2000), solver="heun")
+    )
 
 
 @pytest.mark.parametrize("dim", [2, 64])
@@ -365,7 +362,7 @@ def test_no_graph_by_default_and_grad_opt_in():
 
 if __name__ == "__main__":  # the convergence table of docs/samplers.md
     torch.set_num_threads(1)
-    probs = _Problems()
+    probs = flow_problems.__wrapped__()
     for dim in (2, 64):
         for solver in ("euler", "heun", "midpoint"):
             gm, noise, ref = probs[dim]

@@ -175,35 +175,20 @@ def check_values(
         )
 
 
-def values64(
-    name: str,
-    value,
-    *,
-    low=None,
-    high=None,
-    low_open=False,
-    high_open=False,
-    allow_inf=False,
-    hint: str | None = None,
-):
+def values64(name: str, value, **bounds):
     """Checked float64 view of a float or a tensor: returns ``(v, out_dtype)``.
 
-    ``v`` is a Python float (``out_dtype`` None) or a float64 tensor (``out_dtype`` the dtype to
-    return: the input's floating dtype, float32 for integer tensors).
+    ``bounds`` are :func:`check_values`' keywords (``low``, ``high``, ``low_open``,
+    ``high_open``, ``allow_inf``, ``hint``). ``v`` is a Python float (``out_dtype`` None) or a
+    float64 tensor (``out_dtype`` the dtype to return: the input's floating dtype, float32 for
+    integer tensors).
     """
     if isinstance(value, torch.Tensor):
         check_real_tensor(name, value)
-        check_values(
-            name, value, low=low, high=high, low_open=low_open, high_open=high_open,
-            allow_inf=allow_inf, hint=hint,
-        )
+        check_values(name, value, **bounds)
         out_dtype = value.dtype if value.is_floating_point() else torch.float32
         return value.to(float64_for(value.device)), out_dtype
-    v = check_float(
-        name, value, low=low, high=high, low_open=low_open, high_open=high_open,
-        allow_inf=allow_inf, hint=hint,
-    )
-    return v, None
+    return check_float(name, value, **bounds), None
 
 
 # ----------------------------------------------------------------------------- shared rules

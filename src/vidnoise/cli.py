@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "time it against the flat sampler, measure sample quality and write "
                        "samples.gif, frames.png, metrics.json, report.md; the whole run "
                        "(training, sampling, figures) stays within --minutes.")
-    d.add_argument("--minutes", type=_float_in("--minutes", 0.0), default=6.0,
+    d.add_argument("--minutes", type=_float_in("--minutes", 0.0), default=8.0,
                    help="time budget of the whole demo in minutes (training gets what "
                    "sampling and the figures leave)")
     d.add_argument("--steps", type=_int_in("--steps", 1), default=None,
@@ -192,8 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sample a checkpoint trained with --flat (the flat sampler)")
     s.add_argument("--ablation", choices=["iid-renoise", "x2-bicubic"], default=None,
                    help="sampler ablation, pyramid checkpoints only (default: none)")
-    s.add_argument("--compat", action="store_true",
-                   help="reference stage grids (linspace(1, 0.001, n) then 0)")
+    s.add_argument("--grid", choices=["exact", "reference"], default="exact",
+                   help="stage grids: equal steps down to 0, or Pyramid-Flow's reference "
+                   "linspace(1, 0.001, n) then 0 (default: exact)")
     s.add_argument("--image", default=None,
                    help="image-to-video from this first frame, for a checkpoint trained with --i2v "
                    "(default: unconditional)")
@@ -319,7 +320,7 @@ def _cmd_sample(a, log) -> int:
         raise DemoError(f"--out {str(out)!r} cannot be created: {exc.strerror}") from None
     x = sample_videos(
         model, cfg, a.n, steps=a.steps, seed=a.seed, flat=cfg.flat,
-        ablation=a.ablation, compat=a.compat, progress=not a.no_progress, cond=cond,
+        ablation=a.ablation, grid=a.grid, progress=not a.no_progress, cond=cond,
     )
     gif = save_gif(x, out / "samples.gif", scale=3)
     png = save_frames_png(x[:8], out / "frames.png", scale=3)

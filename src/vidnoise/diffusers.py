@@ -24,6 +24,7 @@ import torch
 
 try:
     from diffusers.configuration_utils import ConfigMixin, register_to_config
+    from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
     from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 except ImportError as exc:  # pragma: no cover - exercised only without diffusers
     raise ImportError(
@@ -94,6 +95,57 @@ class _CounterMixin:
             )
         return k
 
+    def index_for_timestep(self, timestep, schedule_timesteps=None) -> int:
+        """The call index of one ``timestep`` in ``schedule_timesteps`` (default
+        ``timesteps``), by diffusers' rule (the second of two equal values); syncs."""
+        return self._index_for_timestep(timestep, schedule_timesteps)[0]
+
+    def _index_for_timestep(self, timestep, schedule_timesteps=None) -> list[int]:
+        """Call indices of ``timestep`` (a number or tensor, one per item) in ``timesteps``.
+
+        diffusers' rule (``FlowMatchEulerDiscreteScheduler.index_for_timestep``): where a value
+        occurs twice (Heun: a corrector and the next predictor share it) the second is taken,
+        so a schedule sliced at ``timesteps[k*order:]`` starts at a step's first call. Syncs
+        with the device (``nonzero``); used only where no index was set.
+        """
+        if schedule_timesteps is None and self._plan is None:
+            raise ValueError(f"{type(self).__name__}.set_timesteps must be called first")
+        sched = self.timesteps if schedule_timesteps is None else schedule_timesteps
+        sched = torch.as_tensor(sched).detach().to("cpu", torch.float64)
+        ts = torch.as_tensor(timestep).detach().to("cpu", torch.float64).reshape(-1)
+        out = []
+        for t in ts.tolist():
+            hits = (sched == t).nonzero().flatten().tolist()
+            if not hits:
+                raise ValueError(
+                    f"timestep={t!r} is not one of this schedule's timesteps "
+                    f"({sched.tolist()}); pass a value of scheduler.timesteps or call "
+                    "set_begin_index"
+                )
+            out.append(hits[1] if len(hits) > 1 else hits[0])
+        return out
+
+    def _start_indices(self, timestep, batch: int) -> list[int]:
+        """The call index per item for ``scale_noise`` / ``add_noise`` (diffusers' rule):
+        ``step_index`` inside a run, else ``begin_index``, else looked up from ``timestep``;
+        a look-up of one shared index before the first ``step`` becomes ``begin_index``
+        (pipelines slicing ``timesteps`` for strength < 1 call this before the loop)."""
+        if self._step_index is not None:
+            return [self._step_index] * batch
+        if self._begin_index is not None:
+            return [self._begin_index] * batch
+        idx = self._index_for_timestep(timestep)
+        if len(idx) == 1:
+            idx = idx * batch
+        if len(idx) != batch:
+            raise ValueError(
+                f"timestep must hold 1 or {batch} values (one per item of dim 0), "
+                f"got {len(idx)}"
+            )
+        if len(set(idx)) == 1:
+            self._begin_index = idx[0]
+        return idx
+
     @property
     def state_in_first_order(self) -> bool:
         """True when the next call is the first of its step (diffusers' Heun API)."""
@@ -124,8 +176,10 @@ class FlowScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
     in the inverted (Mochi) coordinates too.
 
     ``step`` ignores the ``timestep`` value: it counts calls from ``begin_index`` (0 if the
-    pipeline set none), so it never syncs with the device. Config keys of diffusers' features
-    vidnoise does not implement (Karras / exponential / beta sigmas, stochastic sampling)
+    pipeline set none), so it never syncs with the device. A loop over a cut schedule
+    (strength < 1) starts where ``set_begin_index`` says, or where ``scale_noise`` found its
+    ``timestep`` before the first ``step`` (``docs/math.md §12``). Config keys of diffusers'
+    features vidnoise does not implement (Karras / exponential / beta sigmas, stochastic sampling)
     raise ``ValueError`` when set.
     """
 
@@ -202,7 +256,10 @@ class FlowScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
 
         ``sigmas`` (``N`` values, no trailing 0) and ``timesteps`` are taken as diffusers
         takes them: custom ``sigmas`` are shifted; custom ``timesteps`` without ``sigmas``
-        are used as given while the σ grid is ``timesteps / N_train`` shifted.
+        are used as given while the σ grid is ``timesteps / N_train`` shifted. Unlike
+        diffusers, a trailing 0 (a wasted call at σ = 0, the usual slip with a vidnoise grid
+        of ``N + 1`` values) and ``sigmas`` outside [0, 1] (timesteps passed as σ) raise
+        ``ValueError`` with the fix.
         """
         cfg = self.config
         if cfg.use_dynamic_shifting and mu is None:
@@ -223,8 +280,23 @@ class FlowScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
                     f"{name} must have num_inference_steps={num_inference_steps} values "
                     f"(no trailing 0), got {len(val)}"
                 )
-        self.num_inference_steps = num_inference_steps
         n_train = cfg.num_train_timesteps
+        if sigmas is not None:
+            arr = np.asarray(torch.as_tensor(sigmas).detach().cpu().to(torch.float64))
+            if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+                raise ValueError(
+                    f"sigmas must be noise fractions in [0, 1], got values in "
+                    f"[{arr.min():.6g}, {arr.max():.6g}]; a grid of timesteps (0..{n_train}) "
+                    f"goes to timesteps= or is divided by num_train_timesteps={n_train}"
+                )
+        for name, val in (("sigmas", sigmas), ("timesteps", timesteps)):
+            if val is not None and len(val) > 0 and float(val[-1]) == 0.0:
+                raise ValueError(
+                    f"{name} must not end with 0: the scheduler appends the terminal 0 itself, "
+                    f"so a trailing 0 runs a wasted model call at σ = 0; pass {name}[:-1] "
+                    f"({len(val) - 1} steps)"
+                )
+        self.num_inference_steps = num_inference_steps
         given_t = timesteps is not None
         if given_t:
             timesteps = np.array(timesteps).astype(np.float32)
@@ -279,19 +351,31 @@ class FlowScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
         self._begin_index = None
 
     def scale_noise(self, sample, timestep, noise=None):
-        """Forward process ``σ·noise + (1 - σ)·sample`` at the first call's σ (``begin_index``
-        or the current step; with neither set, σ is looked up from ``timestep`` as diffusers
-        does, which syncs)."""
+        """Forward process ``σ·noise + (1 - σ)·sample`` (float32 for half precision, returned
+        in ``sample``'s dtype) at the σ of the model call that comes next.
+
+        That call is found as diffusers finds it: the current ``step_index`` inside a run,
+        else ``begin_index``, else each item's ``timestep`` is looked up in ``timesteps``
+        (this syncs, as in diffusers; an unknown value raises ``ValueError``). A look-up that
+        gives one index before the first ``step`` also sets ``begin_index``, so a pipeline that
+        slices ``timesteps`` for strength < 1 and noises its latents here (Wan video2video)
+        starts its loop at that call as the native scheduler does.
+        """
         if noise is None:
             raise ValueError("noise must be a tensor, got None")
-        if self._begin_index is not None or self._step_index is not None:
-            k = self._step_index if self._step_index is not None else self._begin_index
-            s = self._call_sigmas[k]
+        if noise.shape != sample.shape:
+            raise ValueError(f"noise must have sample's shape {tuple(sample.shape)}, "
+                             f"got {tuple(noise.shape)}")
+        idx = self._start_indices(timestep, sample.shape[0] if sample.dim() else 1)
+        wdt = torch.float64 if sample.dtype == torch.float64 else torch.float32
+        call_sig = self._call_sigmas + [self._nodes[-1]]  # after the last call: the end
+        if len(set(idx)) == 1:  # one σ: a host scalar (no copy to the device)
+            sig = call_sig[idx[0]]
         else:
-            t = torch.as_tensor(timestep).reshape(-1)[:1].to(self.timesteps.device)
-            k = int((self.timesteps == t).nonzero()[0, 0])
-            s = self._call_sigmas[k]
-        return s * noise + (1.0 - s) * sample
+            sig = torch.tensor([call_sig[k] for k in idx], dtype=wdt,
+                               device=sample.device).reshape((-1,) + (1,) * (sample.dim() - 1))
+        out = sig * noise.to(wdt) + (1.0 - sig) * sample.to(wdt)
+        return out.to(sample.dtype)
 
     def step(self, model_output, timestep, sample, generator=None, return_dict: bool = True,
              **kwargs):
@@ -299,11 +383,32 @@ class FlowScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
 
         Computed in float32 (float64 stays float64) and returned in ``model_output``'s
         dtype, as the native scheduler does. Extra keyword arguments of the native ``step``
-        (``s_churn`` ...) are accepted and ignored; ``per_token_timesteps`` raises.
+        (``s_churn`` ...) are accepted and ignored.
+
+        ``per_token_timesteps`` (LTX-Video's condition pipeline: one timestep per token,
+        ``(B, S)`` or broadcastable ``(B, 1)`` for a packed ``(B, S, C)`` sample),
+        ``solver="euler"`` only: each token steps from its own ``σ_tok = t_tok / N`` to the
+        largest grid σ below ``σ_tok - 1e-6``: ``x' = x + (σ_tok - σ_below)·out`` (the
+        caller passes the negated velocity), kept in float32, exactly as the native
+        scheduler; tensor ops only, no sync.
         """
-        if kwargs.get("per_token_timesteps") is not None:
-            _unsupported("per_token_timesteps", "a tensor", "FlowScheduler.step")
+        ptt = kwargs.get("per_token_timesteps")
         k = self._next_call()
+        if ptt is not None:
+            if self.config.solver != "euler":
+                _unsupported("per_token_timesteps", "a tensor",
+                             f"FlowScheduler(solver={self.config.solver!r}); use 'euler'")
+            lead = tuple(sample.shape[:ptt.dim()])
+            if ptt.dim() >= sample.dim() or any(a not in (1, b) for a, b in zip(ptt.shape, lead)):
+                raise ValueError(f"per_token_timesteps must broadcast to sample's leading shape "
+                                 f"{lead} (one timestep per token), got {tuple(ptt.shape)}")
+            tok = ptt / self.config.num_train_timesteps
+            grid = self.sigmas.to(tok.device).reshape((-1,) + (1,) * tok.dim())
+            below = ((grid < tok.unsqueeze(0) - 1e-6) * grid).amax(dim=0)
+            dt = (tok - below).unsqueeze(-1)
+            self._step_index = k + 1
+            prev = sample.to(torch.float32) + dt * model_output
+            return (prev,) if not return_dict else SchedulerOutput(prev_sample=prev)
         kind, h, _ = self._plan[k]
         wdt = torch.float64 if sample.dtype == torch.float64 else torch.float32
         x = sample.to(wdt)
@@ -413,6 +518,66 @@ class VPScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
         """Identity (VP models take ``x`` as is)."""
         return sample
 
+    def add_noise(self, original_samples, noise, timesteps):
+        """VP forward process ``sqrt(abar_t)·x0 + sqrt(1 - abar_t)·noise`` at integer
+        ``timesteps`` (one per item of dim 0, or one for all), as
+        ``CogVideoXDDIMScheduler.add_noise``: ``abar`` gathered on the samples' device (no
+        sync), computed in float32 for half precision (diffusers: in the samples' dtype) and
+        returned in ``original_samples``' dtype.
+
+        After ``set_timesteps`` and before the first ``step`` with no ``begin_index`` set,
+        the call index of ``timesteps`` is also looked up (a sync, once) and becomes
+        ``begin_index`` when all items share it (values off the schedule set none): a
+        pipeline that slices ``timesteps`` for strength < 1 and noises its latents here
+        (CogVideoX video2video) then starts its loop there, as the native scheduler (which
+        reads the timestep value in ``step``) does.
+        """
+        if noise.shape != original_samples.shape:
+            raise ValueError(f"noise must have original_samples' shape "
+                             f"{tuple(original_samples.shape)}, got {tuple(noise.shape)}")
+        t = torch.as_tensor(timesteps, device=original_samples.device)
+        if t.is_floating_point():
+            raise TypeError(f"timesteps must be integers (indices of alphas_cumprod), got "
+                            f"dtype {t.dtype}; with s_churn the loop's fractional timesteps "
+                            "are not table entries: call set_begin_index instead")
+        t = t.reshape(-1)
+        if self._plan is not None and self._step_index is None and self._begin_index is None:
+            try:  # a start for the loop; training-style timesteps off the grid set none
+                self._start_indices(t, original_samples.shape[0])
+            except ValueError:
+                pass
+            if self._begin_index is not None and self.order == 2 \
+                    and not self._plan[0].get("predictor"):
+                self._begin_index = None
+                raise ValueError(
+                    "VPScheduler(solver='heun') with a first step from abar = 0 (zero terminal "
+                    f"SNR) lists {len(self._plan)} calls for {self.num_inference_steps} steps, "
+                    "so a pipeline's timesteps[k * order:] (strength < 1) does not start at a "
+                    "step; use solver='euler' for video2video, or slice at the step starts "
+                    "yourself and call set_begin_index"
+                )
+        wdt = torch.float64 if original_samples.dtype == torch.float64 else torch.float32
+        ab = self.alphas_cumprod.to(original_samples.device)[t].to(wdt)
+        ab = ab.reshape((-1,) + (1,) * (original_samples.dim() - 1))
+        out = ab.sqrt() * original_samples.to(wdt) + (1 - ab).sqrt() * noise.to(wdt)
+        return out.to(original_samples.dtype)
+
+    def get_velocity(self, sample, noise, timesteps):
+        """The v-prediction target ``sqrt(abar_t)·noise - sqrt(1 - abar_t)·sample`` at integer
+        ``timesteps`` (one per item), as ``CogVideoXDDIMScheduler.get_velocity``; float32 for
+        half precision, returned in ``sample``'s dtype."""
+        if noise.shape != sample.shape:
+            raise ValueError(f"noise must have sample's shape {tuple(sample.shape)}, "
+                             f"got {tuple(noise.shape)}")
+        t = torch.as_tensor(timesteps, device=sample.device).reshape(-1)
+        if t.is_floating_point():
+            raise TypeError(f"timesteps must be integers (indices of alphas_cumprod), got "
+                            f"dtype {t.dtype}")
+        wdt = torch.float64 if sample.dtype == torch.float64 else torch.float32
+        ab = self.alphas_cumprod.to(sample.device)[t].to(wdt)
+        ab = ab.reshape((-1,) + (1,) * (sample.dim() - 1))
+        return (ab.sqrt() * noise.to(wdt) - (1 - ab).sqrt() * sample.to(wdt)).to(sample.dtype)
+
     def _spacing(self, n: int) -> np.ndarray:
         cfg = self.config
         big_n = cfg.num_train_timesteps
@@ -487,7 +652,8 @@ class VPScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
         Computed in float32 for half-precision input (diffusers' DDIM computes in the
         sample's dtype) and returned in ``sample``'s dtype. ``eta`` must be 0 (deterministic
         DDIM); churn noise comes from ``s_churn`` in the config and is drawn with
-        ``generator``.
+        ``generator``. Returns ``DDIMSchedulerOutput(prev_sample, pred_original_sample)``
+        (or that tuple), the second being this call's prediction of ``x0``, as diffusers.
         """
         if eta:
             _unsupported("eta", eta, "VPScheduler (stochastic DDIM); use s_churn")
@@ -508,6 +674,7 @@ class VPScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
             s = math.sqrt((1 - ab) / ab)
             x_edm = x / math.sqrt(ab) + (sp - s) * 0.5 * (d0 + d1)
             prev = math.sqrt(abp) * x_edm
+            den = den2
         else:
             den = self._x0(model_output, sample, ab)
             prev = a * sample + b * den  # DDIM η = 0 = EDM Euler
@@ -523,15 +690,41 @@ class VPScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
             ab_old, ab_new = 1 / (1 + sig * sig), 1 / (1 + sig_hat * sig_hat)
             prev = math.sqrt(ab_new) * (prev / math.sqrt(ab_old) + std * eps)
         self._step_index = k + 1
-        prev = prev.to(dtype)
+        prev, den = prev.to(dtype), den.to(dtype)
         if not return_dict:
-            return (prev, None)
-        return SchedulerOutput(prev_sample=prev)
+            return (prev, den)
+        return DDIMSchedulerOutput(prev_sample=prev, pred_original_sample=den)
 
 
 # ----------------------------------------------------------------------------- adapters
 def _is_mochi(transformer) -> bool:
     return type(transformer).__name__.startswith("Mochi")
+
+
+def _sigma_batch(sigma, x) -> torch.Tensor:
+    """``sigma`` (a float, 0-d, (1,) or (B,) tensor) as a (B,) tensor on ``x``'s device, the
+    timestep shape diffusers transformers take (float32 unless ``sigma`` is float64)."""
+    if not isinstance(x, torch.Tensor) or x.dim() == 0:
+        raise TypeError(f"x must be a tensor with a batch dim 0, got {type(x).__name__}"
+                        + (f" of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else ""))
+    batch = x.shape[0]
+    if not isinstance(sigma, torch.Tensor):
+        sigma = torch.tensor(check_float("sigma", sigma, low=0.0, allow_inf=True),
+                             dtype=torch.float32)
+    if sigma.is_complex() or sigma.dtype == torch.bool:
+        _bad_sigma(sigma, batch)
+    if not sigma.is_floating_point():
+        sigma = sigma.to(torch.float32)
+    if sigma.dim() > 1 or (sigma.dim() == 1 and sigma.shape[0] not in (1, batch)):
+        _bad_sigma(sigma, batch)
+    return sigma.to(x.device).reshape(-1).expand(batch)
+
+
+def _bad_sigma(sigma, batch):
+    raise ValueError(
+        f"sigma must be a float, a 0-d tensor or a tensor of shape (B,) = ({batch},) (one "
+        f"level per item), got dtype {sigma.dtype} and shape {tuple(sigma.shape)}"
+    )
 
 
 def _guided(transformer, x, t, guidance_scale, call_kwargs):
@@ -554,7 +747,8 @@ def as_flow_model(transformer, *, mochi: bool | None = None, num_train_timesteps
     (:func:`vidnoise.conventions.sigma_to_mochi_timestep`, ``mochi_to_velocity``).
     ``guidance_scale``: batched classifier-free guidance; then ``call_kwargs`` hold the
     conditioning for ``[uncond; cond]`` (batch 2B) and ``v = v_u + g (v_c - v_u)``.
-    The timestep is passed in ``sigma``'s dtype (float32 from the samplers).
+    The timestep is passed in ``sigma``'s dtype (float32 from the samplers) with shape
+    ``(B,)``: ``sigma`` may be a float, a 0-d, ``(1,)`` or ``(B,)`` tensor.
     """
     check_callable("transformer", transformer)
     big_n = check_int("num_train_timesteps", num_train_timesteps, minimum=1)
@@ -565,6 +759,7 @@ def as_flow_model(transformer, *, mochi: bool | None = None, num_train_timesteps
         guidance_scale = check_float("guidance_scale", guidance_scale)
 
     def model(x, sigma):
+        sigma = _sigma_batch(sigma, x)
         t = (1.0 - sigma) * big_n if mochi else sigma * big_n
         out = _guided(transformer, x, t, guidance_scale, call_kwargs)
         return -out if mochi else out
@@ -585,7 +780,8 @@ def as_denoiser(transformer, alphas_cumprod, prediction: str = "v", *,
     a sync. σ above the table's largest finite σ maps to the last timestep. ``prediction``:
     ``"v"`` (``x0 = sqrt(abar) x_vp - sqrt(1-abar) out``) or ``"epsilon"``
     (``x0 = (x_vp - sqrt(1-abar) out)/sqrt(abar)``). ``guidance_scale`` as in
-    :func:`as_flow_model` ([uncond; cond]).
+    :func:`as_flow_model` ([uncond; cond]). ``sigma``: a float, a 0-d, ``(1,)`` or ``(B,)``
+    tensor (the transformer gets a ``(B,)`` timestep).
     """
     check_callable("transformer", transformer)
     check_choice("prediction", prediction, ("v", "epsilon"))
@@ -618,6 +814,7 @@ def as_denoiser(transformer, alphas_cumprod, prediction: str = "v", *,
         return t
 
     def denoiser(x, sigma):
+        sigma = _sigma_batch(sigma, x)
         s64 = sigma.to(torch.float64)
         abar = 1.0 / (1.0 + s64 * s64)
         shape = (-1,) + (1,) * (x.dim() - 1)

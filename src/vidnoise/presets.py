@@ -85,10 +85,46 @@ class Preset:
     num_train_timesteps: int = 1000
 
     # ------------------------------------------------------------------ grids
+    def _steps(self, steps) -> int:
+        """``steps`` (default: the preset's), in the range the preset's grid rule allows:
+        VP presets at most ``num_train_timesteps`` (one table entry a step), Mochi's
+        linear-quadratic rule at least 2 (LTX: see its rule)."""
+        if steps is None:
+            return self.steps
+        low = 2 if self.grid == "linear-quadratic" else 1
+        high = self.num_train_timesteps if self.kind == "vp" else None
+        return check_int("steps", steps, minimum=low, maximum=high)
+
     def _size(self, height, width, frames):
+        """The size (defaults filled in), checked as the reference pipelines need it: height
+        and width multiples of ``vae_spatial`` times the patch (the Wan and LTX pipelines
+        raise otherwise, Flux resizes down), ``frames - 1`` a multiple of ``vae_temporal``
+        times the temporal patch (the VAE's causal first frame), image models 1 frame."""
         h = self.height if height is None else check_int("height", height, minimum=1)
         w = self.width if width is None else check_int("width", width, minimum=1)
         f = self.frames if frames is None else check_int("frames", frames, minimum=1)
+        pt, ph, pw = self.patch
+        if self.vae_spatial is not None:
+            for key, val, p in (("height", height, ph), ("width", width, pw)):
+                m = self.vae_spatial * p
+                if val is not None and val % m:
+                    lo = val // m * m
+                    raise ValueError(
+                        f"{key}={val} must be a multiple of {m} for preset {self.name!r} "
+                        f"(VAE {self.vae_spatial}x times patch {p}); use "
+                        + (f"{lo} or {lo + m}" if lo else f"{m}")
+                    )
+        if frames is not None:
+            if self.vae_temporal is not None and (frames - 1) % (self.vae_temporal * pt):
+                m = self.vae_temporal * pt
+                lo = (frames - 1) // m * m + 1
+                raise ValueError(
+                    f"frames={frames} must be 1 + a multiple of {m} for preset {self.name!r} "
+                    f"(causal VAE, {self.vae_temporal}x in time); use {lo} or {lo + m}"
+                )
+            if self.frames == 1 and frames != 1:
+                raise ValueError(f"frames={frames}: preset {self.name!r} is an image model, "
+                                 "frames must be 1")
         return h, w, f
 
     def seq_len(self, *, height=None, width=None, frames=None) -> int:
@@ -130,7 +166,8 @@ class Preset:
           ``t_k`` (:meth:`VPPath.trailing_timesteps`), then 0.
         * ``karras``: the EDM grid of :meth:`edm_sigmas` mapped by ``σ/(1+σ)``.
         """
-        n = self.steps if steps is None else check_int("steps", steps, minimum=1)
+        n = self._steps(steps)
+        self._size(height, width, frames)  # a bad size raises even where the grid ignores it
         g = self.grid
         big_n = self.num_train_timesteps
         if g == "pyramid":
@@ -178,7 +215,7 @@ class Preset:
         """EDM σ grid (noise stds, ``steps + 1`` values ending at 0): VP presets
         :func:`vidnoise.schedules.vp_sigmas` of :meth:`path`; EDM presets
         :func:`vidnoise.schedules.karras` with ``edm``'s settings."""
-        n = self.steps if steps is None else check_int("steps", steps, minimum=1)
+        n = self._steps(steps)
         if self.kind == "vp":
             return schedules.vp_sigmas(n, self.path(), device=device)
         if self.kind == "edm":
@@ -194,7 +231,7 @@ class Preset:
 
     def vp_timesteps(self, steps: int | None = None) -> torch.Tensor:
         """VP presets: the trailing integer timesteps (``N-1`` first)."""
-        n = self.steps if steps is None else check_int("steps", steps, minimum=1)
+        n = self._steps(steps)
         return self.path().trailing_timesteps(n)
 
     def schedule(self) -> PyramidSchedule:

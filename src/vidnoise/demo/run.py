@@ -32,7 +32,7 @@ def _timed(fn, repeats: int = 2) -> tuple[float, object]:
 def run_demo(
     out="out/demo",
     *,
-    minutes: float = 6.0,
+    minutes: float = 8.0,
     steps: int | None = None,
     size: int = 32,
     frames: int = 8,
@@ -308,7 +308,7 @@ sample ratios {tuple(c['sample_ratios'])}) on procedural MovingShapes clips for
 {tr['steps']} steps ({tr['seconds'] / 60:.1f} min, batch {c['batch_size']},
 {tr['samples_per_s']:.1f} clips/s, {m['threads']} threads). {_loss_sentence(m)}
 Samples use the EMA weights and `sample_pyramid` with {s['steps_per_stage']}
-Euler steps per stage (equal steps, `compat=False`).
+Euler steps per stage (equal steps, `grid="exact"`).
 
 ![samples](samples.gif)
 

@@ -89,8 +89,6 @@ def wrong_x2_pyramid_noise(shape, stages: int, *, mode: str = "bicubic", generat
     makes the sampler start from ``c``.
     """
     from vidnoise.noise import randn
-    from vidnoise.pyramid import upsample_nearest
-
     n = randn(shape, generator=generator)
     b, c, t = n.shape[:3]
     x = n.reshape(b, c * t, *n.shape[-2:])
@@ -100,7 +98,7 @@ def wrong_x2_pyramid_noise(shape, stages: int, *, mode: str = "bicubic", generat
         x = F.interpolate(x, size=(h // 2, w // 2), mode=mode, **kw) * 2.0
     coarse = x.reshape(b, c, t, *x.shape[-2:])
     for _ in range(stages - 1):
-        coarse = upsample_nearest(coarse)
+        coarse = coarse.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
     return coarse / 2 ** (stages - 1)
 
 
@@ -114,7 +112,7 @@ def sample_videos(
     seed: int = 0,
     flat: bool | None = None,
     ablation: str | None = None,
-    compat: bool = False,
+    grid: str = "exact",
     cond=None,
     batch: int = 16,
     progress: bool = False,
@@ -127,8 +125,8 @@ def sample_videos(
     same number of model calls, all at full resolution. ``flat=None`` follows ``cfg.flat``.
     Sample ``i`` depends only on ``(seed, first + i)`` (one generator per sample), so batch
     size does not change the samples and ``first`` continues a set in pieces.
-    ``compat=False`` uses equal steps down to 0 in each stage
-    (``True``: the reference grid, whose last step only moves 1/1000).
+    ``grid="exact"`` uses equal steps down to 0 in each stage (``"reference"``: Pyramid-Flow's
+    grid, whose last step only moves 1/1000).
 
     ``cond`` (image-to-video, a model trained with ``i2v``): the full-resolution condition
     (n, C, T, H, W), e.g. :func:`image_condition` of a first frame; without it an ``i2v``
@@ -179,7 +177,7 @@ def sample_videos(
                 kw["noise"] = wrong_x2_pyramid_noise(shape, stages, generator=gens)
             x = sample_pyramid(
                 pyramid_model_fn(model, cnd), shape, schedule, (steps,) * stages,
-                generator=gens, compat=compat, progress=progress, **kw,
+                generator=gens, grid=grid, progress=progress, **kw,
             )
         outs.append(x.clamp(-1, 1))
     return torch.cat(outs)

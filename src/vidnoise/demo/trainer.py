@@ -4,11 +4,11 @@ One step, pyramidal (the template to copy; :meth:`vidnoise.pyramid.PyramidSchedu
 does the noise side)::
 
     x0 = clips (B, C, T, H, W) in [-1, 1]
-    for sb in schedule.training_inputs(x0, sample_ratios=(1, 2, 1), generator=g):
+    for sb in schedule.training_inputs(x0, stage_shares=(1, 2, 1), generator=g):
         # sb.noisy = r·start + (1-r)·end at stage sb.stage's resolution, sb.target = start - end
         loss += |model(sb.noisy, sb.timestep, sb.stage) - sb.target|² · n_k / B
 
-One step, flat (the baseline): σ from :func:`vidnoise.timesteps.uniform`, the noisy clip and
+One step, flat (the baseline): σ from :func:`vidnoise.sigma_samplers.uniform`, the noisy clip and
 the target from :class:`vidnoise.paths.FlowPath` (``add_noise``, ``velocity``), the model's
 timestep from :func:`vidnoise.conventions.sigma_to_timestep`, stage 0.
 
@@ -202,13 +202,13 @@ class Trainer:
             ).latents
         if self.schedule is not None:
             batches = self.schedule.training_inputs(
-                x0, sample_ratios=self.cfg.sample_ratios, generator=g
+                x0, stage_shares=self.cfg.sample_ratios, generator=g
             )
             return list(batches), cond
         from vidnoise.conventions import sigma_to_timestep
         from vidnoise.noise import randn
         from vidnoise.paths import FlowPath
-        from vidnoise.timesteps import uniform
+        from vidnoise.sigma_samplers import uniform
 
         b = x0.shape[0]
         sigma = uniform(b, generator=g, device=x0.device)  # noise fraction in [0, 1)
