@@ -19,6 +19,7 @@ from vidnoise.frames import (
     diffusion_forcing_matrix,
     fifo_schedule,
     frame_sigmas,
+    frame_training_sample,
     history_guidance,
     level_sigmas,
     rolling_schedule,
@@ -47,17 +48,21 @@ def smooth_model(layout="BCTHW"):
 
 # ----------------------------------------------------------------------------- sampler
 @pytest.mark.parametrize("layout", ["BCTHW", "BTCHW"])
-@pytest.mark.parametrize("solver", ["euler", "heun"])
+@pytest.mark.parametrize("solver,last_step", [("euler", None), ("heun", None),
+                                              ("heun", "corrected"), ("heun", "euler")])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_equal_columns_match_sample_flow(layout, solver, dtype):
+def test_equal_columns_match_sample_flow(layout, solver, last_step, dtype):
+    """Identical columns are sample_flow, under its last-step policy too (default: the step
+    into σ = 0 is corrected; last_step="euler": an Euler step)."""
     g = torch.Generator().manual_seed(0)
     shape = (3, 2, 5, 3, 4) if layout == "BCTHW" else (3, 5, 2, 3, 4)
     x = torch.randn(shape, generator=g, dtype=dtype)
     grid = lin(7)
     m = smooth_model(layout)
     ref = sample_flow(lambda x, s: 0.3 * x + s.reshape(-1, 1, 1, 1, 1).to(x.dtype) * x.sin(),
-                      x, grid, solver=solver)
-    out = sample_frames(m, x, [[v] * 5 for v in grid], solver=solver, layout=layout)
+                      x, grid, solver=solver, last_step=last_step or "corrected")
+    out = sample_frames(m, x, [[v] * 5 for v in grid], solver=solver, layout=layout,
+                        last_step=last_step)
     tol = 1e-6 if dtype == torch.float32 else 1e-13
     torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
 
@@ -91,9 +96,12 @@ def test_step_without_change_calls_nothing():
     assert len(calls) == 1
 
 
-def test_heun_mixed_step_exact():
-    """One Heun step by hand: frame 0 goes to 0 (Euler value), frame 1 to 0.5 (trapezoid)."""
-    x = torch.randn(1, 1, 2, 2, 2, dtype=torch.float64)
+@pytest.mark.parametrize("last_step", [None, "euler"])
+def test_heun_mixed_step_exact(last_step):
+    """One Heun step by hand: frame 1 goes to 0.5 (trapezoid); frame 0 goes to 0: trapezoid
+    too by default (v at σ = 0 is defined for flow), the Euler value with last_step="euler"."""
+    x = torch.randn(1, 1, 2, 2, 2, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(4))
     m = smooth_model()
     rows = [[0.5, 1.0], [0.0, 0.5]]
     s0, s1 = torch.tensor([rows[0]], dtype=torch.float64), torch.tensor([rows[1]],
@@ -102,9 +110,10 @@ def test_heun_mixed_step_exact():
     v = m(x, s0)
     xe = x + h * v
     v2 = m(xe, s1)
-    want = torch.cat([xe[:, :, :1], (x + h * (v + v2) / 2)[:, :, 1:]], dim=2)
-    torch.testing.assert_close(sample_frames(m, x, rows, solver="heun"), want, rtol=1e-14,
-                               atol=1e-14)
+    trap = x + h * (v + v2) / 2
+    want = torch.cat([xe[:, :, :1], trap[:, :, 1:]], dim=2) if last_step else trap
+    torch.testing.assert_close(sample_frames(m, x, rows, solver="heun", last_step=last_step),
+                               want, rtol=1e-14, atol=1e-14)
 
 
 def test_meta_device_no_sync():
@@ -115,6 +124,10 @@ def test_meta_device_no_sync():
     assert out.device.type == "meta" and out.shape == x.shape
     out = sample_frames(lambda x, s: torch.empty_like(x), x, rows, edm=True)
     assert out.shape == x.shape
+    grid = lin(4)  # history guidance with a per-step scale: the per-frame look-up on meta too
+    hg = history_guidance(lambda x, s: torch.empty_like(x), [3.0, 2.0, 1.5, 1.0], 2,
+                          sigmas=grid)
+    assert sample_frames(hg, x, rows, solver="heun").device.type == "meta"
 
 
 def test_grad_policy():
@@ -171,14 +184,17 @@ def test_callback_and_progress():
 
 
 # ----------------------------------------------------------------------------- Gaussian proofs
-def exact_out_cov(model: FrameGaussian, rows, solver, shape=(1, 1, 1)):
+def exact_out_cov(model: FrameGaussian, rows, solver):
     """Covariance of the sampler output for x at rows[0] drawn from the exact marginal:
-    the sampler is linear for a linear model, so run it on a basis (batch = identity)."""
+    the sampler is linear for a linear model, so run it on a basis (batch = identity).
+    ``solver`` "heun_euler_last" is Heun with last_step="euler"."""
     t, d = model.frames, model.d
     n = t * d
     basis = torch.eye(n, dtype=torch.float64)
     x = model.unflat(basis, basis)
-    lmap = model.flat(sample_frames(model, x, rows, solver=solver))  # row j = L e_j
+    kw = dict(solver="heun", last_step="euler") if solver == "heun_euler_last" else dict(
+        solver=solver)
+    lmap = model.flat(sample_frames(model, x, rows, **kw))  # row j = L e_j
     l_ = lmap.T  # (n, n): out = L·in
     sq = torch.linalg.cholesky(model.noise_cov(rows[0]) + 1e-300 * torch.eye(n))
     ls = l_ @ sq
@@ -247,7 +263,7 @@ def test_staggered_schedules_converge_euler_1_heun_2(kind):
             return rolling_schedule(lin(n), 2).unroll(t).sigmas
         return chunk_schedule([1 - i / n for i in range(n)], 2, context=2).unroll(t).sigmas
 
-    for solver, order in (("euler", 1), ("heun", 2)):
+    for solver, order in (("euler", 1), ("heun", 2), ("heun_euler_last", 2)):
         errs = [rel_err(exact_out_cov(fg, rows_for(n), solver), cov) for n in ns]
         slope = _slope(ns, errs)
         assert abs(slope + order) < 0.25, (solver, errs, slope)
@@ -256,11 +272,12 @@ def test_staggered_schedules_converge_euler_1_heun_2(kind):
 # errors at 10/20/40 steps (stated in docs/frames.md): (max |var/var_AR - 1|, max |ρ1 - a|)
 DF_AR_FIGURES = {
     "euler": [(0.2443, 0.00804), (0.1342, 0.00344), (0.0706, 0.00146)],
-    "heun": [(0.01949, 0.00546), (0.004606, 0.00130), (0.001083, 0.000311)],
+    "heun": [(0.008697, 0.00342), (0.001993, 0.000903), (0.000443, 0.000222)],
+    "heun_euler_last": [(0.01949, 0.00546), (0.004606, 0.00130), (0.001083, 0.000311)],
 }
 
 
-@pytest.mark.parametrize("solver", ["euler", "heun"])
+@pytest.mark.parametrize("solver", ["euler", "heun", "heun_euler_last"])
 def test_df_rollout_linear_gaussian_ar(solver):
     """Diffusion forcing (pyramid, u = 1) on T = 6 frames of the stationary AR(1)
     (a = 0.8, q = 0.36) with exact per-frame velocities: the generated frames' variance and
@@ -332,6 +349,15 @@ def test_level_sigmas():
         level_sigmas([[4]], g)
     with pytest.raises(ValueError, match="levels must be in"):
         level_sigmas([[-1]], g)
+    with pytest.raises(ValueError, match="grid must be strictly decreasing"):
+        level_sigmas([[1]], [1.0, 0.6, 0.6, 0.0])
+    with pytest.raises(ValueError, match="grid must contain finite"):
+        level_sigmas([[1]], [float("inf"), 0.0])
+    sky = skyreels_matrix(4, [1000, 500], 4, ar_step=1)
+    with pytest.raises(ValueError, match="grid must be strictly decreasing"):
+        sky.sigmas([1.0, 0.0, 0.5])
+    with pytest.raises(ValueError, match="num_steps \\+ 1 = 3 values, got 4"):
+        sky.sigmas([1.0, 0.5, 0.2, 0.0])
 
 
 def _diffusers_fn():
@@ -615,8 +641,9 @@ def test_fifo_unrolled_is_df_pyramid(t, k, f):
     assert torch.equal(plan.sigmas, diffusion_forcing_matrix(t, k, grid=lin(k)))
 
 
-def _naive(model, x, rows, solver, ax):
-    """Brute-force per-frame Euler / Heun, frame by frame in Python (float64)."""
+def _naive(model, x, rows, solver, ax, euler_last=False):
+    """Brute-force per-frame Euler / Heun, frame by frame in Python (float64); with
+    ``euler_last`` Heun takes the Euler value for frames reaching 0."""
     x = x.clone()
     t = x.shape[ax]
     for i in range(len(rows) - 1):
@@ -629,7 +656,8 @@ def _naive(model, x, rows, solver, ax):
         for f in range(t):
             if nxt[f] != cur[f]:
                 xe.select(ax, f).add_((nxt[f] - cur[f]) * v.select(ax, f))
-        if solver == "euler" or all(nxt[f] == 0 or nxt[f] == cur[f] for f in range(t)):
+        if solver == "euler" or all((euler_last and nxt[f] == 0) or nxt[f] == cur[f]
+                                    for f in range(t)):
             x = xe
             continue
         v2 = model(xe, torch.tensor([nxt] * x.shape[0], dtype=x.dtype))
@@ -637,7 +665,7 @@ def _naive(model, x, rows, solver, ax):
         for f in range(t):
             if nxt[f] == cur[f]:
                 continue
-            if nxt[f] == 0:
+            if euler_last and nxt[f] == 0:
                 new.select(ax, f).copy_(xe.select(ax, f))
             else:
                 new.select(ax, f).add_((nxt[f] - cur[f]) / 2 * (v.select(ax, f)
@@ -660,8 +688,8 @@ def monotone_matrices(draw):
 
 @settings(max_examples=60, deadline=None)
 @given(monotone_matrices(), st.sampled_from(["euler", "heun"]),
-       st.sampled_from(["BCTHW", "BTCHW"]))
-def test_sampler_equals_naive_per_frame_loop(rows, solver, layout):
+       st.sampled_from(["BCTHW", "BTCHW"]), st.sampled_from([None, "euler"]))
+def test_sampler_equals_naive_per_frame_loop(rows, solver, layout, last_step):
     t = len(rows[0])
     ax = 2 if layout == "BCTHW" else 1
     shape = (2, 1, t, 2, 1) if layout == "BCTHW" else (2, t, 1, 2, 1)
@@ -670,8 +698,8 @@ def test_sampler_equals_naive_per_frame_loop(rows, solver, layout):
     def model(x, s):
         return smooth_model(layout)(x, s) + 0.1 * torch.cumsum(x, ax)
 
-    want = _naive(model, x, rows, solver, ax)
-    got = sample_frames(model, x, rows, solver=solver, layout=layout)
+    want = _naive(model, x, rows, solver, ax, euler_last=last_step == "euler")
+    got = sample_frames(model, x, rows, solver=solver, layout=layout, last_step=last_step)
     torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
     for f in range(t):  # frames that never change: bit for bit
         if rows[0][f] == rows[-1][f]:
@@ -721,7 +749,7 @@ def test_flowpath_per_frame_marginal_exact(layout):
     """FlowPath.add_noise with per-frame σ (B, T) is linear in (x0, ε): its two matrices,
     read off a basis, give the exact marginal covariance A C Aᵀ + B Bᵀ, which must equal the
     oracle's per-frame marginal to 1e-12 (C: AR(1) correlation across 3 frames, 2 values
-    each). Skipped until FlowPath takes (B, T) σ."""
+    each)."""
     from vidnoise.paths import FlowPath
 
     cov = ar_frame_cov(3, 0.8, 0.36, 2)
@@ -732,17 +760,8 @@ def test_flowpath_per_frame_marginal_exact(layout):
     zero = torch.zeros_like(xb)
     sig = s[None].expand(6, 3)
     path = FlowPath()
-    try:
-        try:
-            a_cols = path.add_noise(xb, zero, sig, layout=layout)
-            b_cols = path.add_noise(zero, xb, sig, layout=layout)
-        except TypeError:
-            if layout != "BCTHW":
-                raise
-            a_cols = path.add_noise(xb, zero, sig)
-            b_cols = path.add_noise(zero, xb, sig)
-    except (TypeError, ValueError) as err:
-        pytest.skip(f"FlowPath does not take per-frame σ on this branch: {err}")
+    a_cols = path.add_noise(xb, zero, sig, layout=layout)
+    b_cols = path.add_noise(zero, xb, sig, layout=layout)
     a_m, b_m = fg.flat(a_cols).T, fg.flat(b_cols).T
     got = a_m @ cov @ a_m.T + b_m @ b_m.T
     torch.testing.assert_close(got, fg.noise_cov(s), rtol=1e-12, atol=1e-12)
@@ -776,3 +795,272 @@ def test_stream_half_precision_and_windows_half():
     plan = sch.unroll(10)
     full = sample_frames(m, noise, plan.sigmas, windows=plan.windows, solver="heun")
     assert torch.equal(torch.stack(lo, 2), full)
+
+
+# ----------------------------------------------------------------------------- sampler policy
+def test_edm_last_step_rule():
+    """EDM keeps the Euler value at σ = 0 (as sample_edm); 'corrected' is refused with why."""
+    x = torch.randn(1, 1, 2, 1, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    rows = [[2.0, 1.0], [0.0, 0.5]]
+
+    def den(xe, se):
+        return 0.5 * xe
+
+    ref = sample_frames(den, x, rows, edm=True, solver="heun")
+    assert torch.equal(sample_frames(den, x, rows, edm=True, solver="heun", last_step="euler"),
+                       ref)
+    with pytest.raises(ValueError, match="last_step='corrected' needs the velocity at σ = 0"):
+        sample_frames(den, x, rows, edm=True, solver="heun", last_step="corrected")
+    with pytest.raises(ValueError, match="last_step"):
+        sample_frames(den, x, rows, solver="heun", last_step="trapezoid")
+    with pytest.raises(ValueError, match="last_step"):
+        stream_frames(den, fifo_schedule(lin(4), 2), (1, 1, 1), edm=True,
+                      last_step="corrected")
+
+
+def test_model_output_errors_name_the_fix():
+    """A tuple (diffusers return_dict) names return_dict=False; an output on another device
+    (meta here) raises instead of silently leaving the state; both for windowed calls too."""
+    x = torch.randn(1, 1, 3, 2, 2)
+    rows = [[1.0] * 3, [0.0] * 3]
+    with pytest.raises(TypeError, match="return_dict=False"):
+        sample_frames(lambda x, s: (x,), x, rows)
+    with pytest.raises(TypeError, match="return_dict=False"):
+        sample_frames(lambda x, s: (x,), x, rows, windows=[((0, 2, 0, 2), (2, 3, 2, 3))])
+    with pytest.raises(ValueError, match="device"):
+        sample_frames(lambda x, s: torch.empty_like(x, device="meta"), x, rows)
+    with pytest.raises(ValueError, match="device"):
+        sample_frames(lambda x, s: torch.empty_like(x, device="meta"), x, rows, windows=[(0, 3)])
+    with pytest.raises(TypeError, match="return_dict=False"):
+        next(stream_frames(lambda x, s: (x,), fifo_schedule(lin(4), 2), (1, 1, 1)))
+    # another dtype is cast to the working dtype (a float64 model never makes x float64)
+    out = sample_frames(lambda x, s: x.double(), x, rows)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.zeros_like(x))
+
+
+def test_timestep_scale_matrix_hint():
+    """A flow matrix on the 0..1000 timestep scale points at timestep_to_sigma."""
+    x = torch.zeros(1, 1, 2, 1, 1)
+    with pytest.raises(ValueError, match="timestep_to_sigma"):
+        sample_frames(smooth_model(), x, [[1000.0, 750.0], [500.0, 0.0]])
+    with pytest.raises(ValueError, match="edm=True") as err:
+        sample_frames(smooth_model(), x, [[2000.0, 1.0], [0.0, 0.0]])
+    assert "timestep_to_sigma" not in str(err.value)
+    with pytest.raises(ValueError, match="must contain finite") as err:
+        sample_frames(smooth_model(), x, [[-1.0, 1.0], [-2.0, 0.0]])
+    assert "timestep" not in str(err.value) and "edm" not in str(err.value)
+    sch = skyreels_matrix(4, [1000, 500], 4, ar_step=1)
+    with pytest.raises(ValueError, match="timestep_to_sigma"):  # the template passed as grid
+        sample_frames(smooth_model(), torch.zeros(1, 1, 4, 1, 1), sch.sigmas([1000, 500, 0]))
+    # EDM σ has no upper bound: no hint, no error
+    sample_frames(lambda x, s: x, x, [[80.0, 2.0], [0.0, 0.0]], edm=True)
+
+
+def test_stream_checks_arguments_eagerly():
+    """Bad solver / grad / dtype raise when the stream is made (the old code ran an unknown
+    solver as Euler without a word)."""
+    sch = fifo_schedule(lin(4), 2)
+    with pytest.raises(ValueError, match="solver"):
+        stream_frames(smooth_model(), sch, (1, 1, 1), solver="rk4")
+    with pytest.raises(TypeError, match="grad"):
+        stream_frames(smooth_model(), sch, (1, 1, 1), grad=1)
+    with pytest.raises(ValueError, match="dtype"):
+        stream_frames(smooth_model(), sch, (1, 1, 1), dtype=torch.int64)
+    with pytest.raises(TypeError, match="edm"):
+        stream_frames(smooth_model(), sch, (1, 1, 1), edm="yes")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_grad_policy_default_no_graph(stream):
+    """grad=False (default): no graph even for a model with trainable weights; grad=True:
+    gradients reach the weight (sample_frames and stream_frames alike)."""
+    w = torch.tensor(0.3, requires_grad=True)
+
+    def m(x, s):
+        return w * x
+
+    if stream:
+        def run(**kw):
+            return torch.stack(list(stream_frames(m, fifo_schedule(lin(4), 2), (1, 2, 2),
+                                                  num_frames=4, solver="heun",
+                                                  generator=torch.Generator().manual_seed(0),
+                                                  **kw)))
+    else:
+        def run(**kw):
+            return sample_frames(m, torch.randn(1, 1, 3, 2, 2), _df_rows(3, 4), solver="heun",
+                                 **kw)
+    assert not run().requires_grad
+    run(grad=True).square().sum().backward()
+    assert w.grad is not None and torch.isfinite(w.grad) and float(w.grad) != 0.0
+
+
+# ----------------------------------------------------------------------------- guidance scales
+def _hg_model(layout="BCTHW"):
+    m = smooth_model(layout)
+    return lambda x, s: m(x, s) + 0.2 * s.sum(1).reshape(-1, 1, 1, 1, 1).to(x.dtype)
+
+
+@pytest.mark.parametrize("kind", ["list", "tensor", "callable", "dynamic"])
+def test_history_guidance_scales_like_cfg(kind):
+    """Any scale cfg takes (per-step list, 1-D tensor, callable, dynamic_cfg) is parsed by
+    scale_plan; with identical columns (no history frames) history guidance is cfg exactly:
+    sample_frames with it equals sample_flow with cfg (model_uncond sees the same input)."""
+    from vidnoise.samplers import cfg, dynamic_cfg
+
+    grid = lin(6)
+    scale = {"list": [4.0, 3.0, 2.5, 2.0, 1.5, 1.0],
+             "tensor": torch.tensor([4.0, 3.0, 2.5, 2.0, 1.5, 1.0]),
+             "callable": lambda k, i, n: 1.0 + (n - i) / n,
+             "dynamic": dynamic_cfg(4.0)}[kind]
+    x = torch.randn(2, 1, 3, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    base = _hg_model()
+
+    def cond(x, s):
+        return base(x, s)
+
+    def uncond(x, s):
+        return 0.7 * base(x, s)
+
+    hg = history_guidance(cond, scale, 0, model_uncond=uncond, sigmas=grid)
+    got = sample_frames(hg, x, [[v] * 3 for v in grid], solver="heun")
+    g = cfg(lambda x, s: cond(x, s.reshape(-1, 1).expand(-1, 3)),
+            lambda x, s: uncond(x, s.reshape(-1, 1).expand(-1, 3)), scale, sigmas=grid)
+    want = sample_flow(g, x, grid, solver="heun")
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("layout", ["BCTHW", "BTCHW"])
+def test_history_guidance_per_frame_scale(layout):
+    """Staggered levels: frame f is guided with w_i of the first grid step i with σ_i <= σ_f
+    (built here frame by frame in Python), in both the batched and the two-model form."""
+    ax = 2 if layout == "BCTHW" else 1
+    shape = (2, 1, 4, 2, 2) if layout == "BCTHW" else (2, 4, 1, 2, 2)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    grid = [1.0, 0.75, 0.5, 0.25, 0.0]
+    ws = [5.0, 4.0, 3.0, 2.0]
+    s = torch.tensor([[0.0, 0.25, 0.5 + 1e-9, 1.0], [0.0, 0.3, 0.75, 0.1]], dtype=torch.float64)
+    m = smooth_model(layout)
+    out = history_guidance(m, ws, 1, layout=layout, sigmas=grid,
+                           generator=torch.Generator().manual_seed(7))(x, s)
+    out2 = history_guidance(m, ws, 1, layout=layout, sigmas=grid, model_uncond=m,
+                            generator=torch.Generator().manual_seed(7))(x, s)
+    eps = torch.randn(shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    xu = x.clone()
+    xu.narrow(ax, 0, 1).copy_(eps.narrow(ax, 0, 1))
+    su = s.clone()
+    su[:, 0] = 1.0
+    c, u = m(x, s), m(xu, su)
+
+    def w_of(v):  # first i with grid[i] <= v (1e-6 relative), clamped to the last step
+        i = next((j for j in range(4) if grid[j] <= v * (1 + 1e-6)), 3)
+        return ws[min(i, 3)]
+
+    want = torch.empty_like(x)
+    for b in range(2):
+        for f in range(4):
+            w = w_of(float(s[b, f]))
+            want[b].select(ax - 1, f).copy_((u + w * (c - u))[b].select(ax - 1, f))
+    torch.testing.assert_close(out, want, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(out2, want, rtol=1e-14, atol=1e-14)
+
+
+def test_history_guidance_bad_inputs():
+    m = smooth_model()
+    x = torch.randn(1, 1, 3, 1, 1)
+    with pytest.raises(ValueError, match="sigmas is required"):
+        history_guidance(m, [2.0, 1.0], 1)
+    with pytest.raises(ValueError, match="one value per step"):
+        history_guidance(m, [2.0, 1.0], 1, sigmas=lin(3))
+    with pytest.raises(TypeError, match="scale must be"):
+        history_guidance(m, "strong", 1)
+    with pytest.raises(ValueError, match="scale must be a finite"):
+        history_guidance(m, float("nan"), 1)
+    with pytest.raises(ValueError, match=r"sigma must be a \(B, T\)"):
+        history_guidance(m, 2.0, 1)(x, torch.zeros(1))
+    with pytest.raises(TypeError, match="return_dict=False"):
+        history_guidance(lambda x, s: (x,), 2.0, 1)(x, torch.zeros(1, 3))
+    with pytest.raises(ValueError, match=r"batched: \[uncond; cond\]\) must return .* \(2, 1, 3"):
+        history_guidance(lambda x, s: x[:1], 2.0, 1)(x, torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="device"):
+        history_guidance(m, 2.0, 1, model_uncond=lambda x, s: torch.empty_like(x, device="meta"))(
+            x, torch.zeros(1, 3))
+
+
+# ----------------------------------------------------------------------------- training input
+@pytest.mark.parametrize("layout", ["BCTHW", "BTCHW"])
+def test_frame_training_sample_flow(layout):
+    """The levels are frame_sigmas' and the sample is FlowPath's at them: x = (1-σ_f) x0_f +
+    σ_f ε_f per frame (written out here), target ε - x0; context frames are x0 bit for bit;
+    with per-sample generators, sample i equals a batch-1 run with generator i."""
+    from vidnoise.paths import FlowPath
+
+    ax = 2 if layout == "BCTHW" else 1
+    shape = (3, 2, 5, 2, 2) if layout == "BCTHW" else (3, 5, 2, 2, 2)
+    x0 = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    gens = [torch.Generator().manual_seed(20 + i) for i in range(3)]
+    ps = frame_training_sample(FlowPath(), x0, chunk=2, context=1, layout=layout,
+                               generator=gens)
+    lv = frame_sigmas(3, 5, chunk=2, context=1,
+                      generator=[torch.Generator().manual_seed(20 + i) for i in range(3)])
+    assert torch.equal(ps.sigma, lv)
+    view = [3, 1, 1, 1, 1]
+    view[ax] = 5
+    sv = lv.reshape(view)
+    torch.testing.assert_close(ps.x, (1 - sv) * x0 + sv * ps.noise, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ps.target, ps.noise - x0)
+    assert torch.equal(ps.x.narrow(ax, 0, 1), x0.narrow(ax, 0, 1))
+    one = frame_training_sample(FlowPath(), x0[2:], chunk=2, context=1, layout=layout,
+                                generator=[torch.Generator().manual_seed(22)])
+    assert torch.equal(one.x[0], ps.x[2]) and torch.equal(one.sigma[0], ps.sigma[2])
+
+
+def test_frame_training_sample_edm_and_bad_path():
+    from vidnoise.paths import EDMPath, VPPath
+    from vidnoise.sigma_samplers import lognormal
+
+    x0 = torch.randn(2, 1, 3, 2, 2, generator=torch.Generator().manual_seed(3))
+    ps = frame_training_sample(EDMPath(), x0, lognormal, generator=torch.Generator()
+                               .manual_seed(4))
+    assert ps.sigma.shape == (2, 3) and bool((ps.sigma > 0).all())
+    torch.testing.assert_close(ps.x, x0 + ps.sigma.reshape(2, 1, 3, 1, 1) * ps.noise)
+    assert torch.equal(ps.target, x0)
+    with pytest.raises(TypeError, match="FlowPath or an EDMPath"):
+        frame_training_sample(VPPath(), x0)
+    with pytest.raises(ValueError, match="x0 must have 5 dims"):
+        frame_training_sample(EDMPath(), x0[0])
+
+
+def test_history_guidance_half_precision_and_empty_batch():
+    """bf16 input: the scale is applied in float32 (combine) and the result is bf16, close to
+    the float32 result (bf16 rounding of inputs and output: 2e-2); B = 0 runs."""
+    grid = lin(4)
+    x = torch.randn(2, 1, 3, 2, 2, generator=torch.Generator().manual_seed(3))
+    s = torch.tensor([[0.0, 0.5, 1.0], [0.0, 0.25, 0.75]])
+    m = smooth_model()
+    hg = history_guidance(m, [3.0, 2.0, 1.5, 1.0], 1, sigmas=grid,
+                          generator=torch.Generator().manual_seed(1))
+    hi = hg(x, s)
+    hg = history_guidance(m, [3.0, 2.0, 1.5, 1.0], 1, sigmas=grid,
+                          generator=torch.Generator().manual_seed(1))
+    lo = hg(x.bfloat16(), s)
+    assert lo.dtype == torch.bfloat16
+    torch.testing.assert_close(lo.float()[:, :, 1:], hi[:, :, 1:], rtol=2e-2, atol=2e-2)
+    assert hg(x[:0], s[:0]).shape == (0, 1, 3, 2, 2)
+
+
+def test_nonfinite_noise_and_tensor_scale():
+    """Noise holding NaN/inf is refused before the loop (the samplers' check_state); a 0-d
+    tensor scale is a float scale, as in cfg."""
+    x = torch.randn(1, 1, 3, 2, 2)
+    x[0, 0, 1, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="noise must hold finite values, got 1 of 12"):
+        sample_frames(smooth_model(), x, [[1.0] * 3, [0.0] * 3])
+    x = torch.randn(2, 1, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    s = torch.tensor([[0.0, 0.5, 1.0]] * 2)
+    a = history_guidance(smooth_model(), torch.tensor(2.5), 1,
+                         generator=torch.Generator().manual_seed(1))(x, s)
+    b = history_guidance(smooth_model(), 2.5, 1, generator=torch.Generator().manual_seed(1))(x, s)
+    assert torch.equal(a, b)
+    with pytest.raises(TypeError, match="scale must be a real tensor"):
+        history_guidance(smooth_model(), torch.tensor(True), 1)

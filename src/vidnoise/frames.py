@@ -19,7 +19,8 @@ Schedules:
 * :func:`history_guidance` — History-Guided Video Diffusion (arXiv 2502.06764): guidance whose
   unconditional branch sees the history frames fully noised.
 * :func:`frame_sigmas` — Diffusion Forcing's training levels: independent per frame (or per
-  chunk), with optional clean context frames.
+  chunk), with optional clean context frames; :func:`frame_training_sample` — the training
+  input (``vidnoise.paths`` sample at those levels).
 """
 
 from __future__ import annotations
@@ -38,13 +39,23 @@ from vidnoise._checks import (
     check_callable,
     check_choice,
     check_float,
+    check_floating_dtype,
     check_int,
+    check_real_tensor,
     check_tensor,
     frame_axis,
     work_dtype,
 )
+from vidnoise.conventions import FLOW_SIGMA_HINT
 from vidnoise.noise import as_generators, randn
-from vidnoise.samplers._common import bad_output, progress_range
+from vidnoise.samplers._common import (
+    check_state,
+    model_output,
+    progress_range,
+    read_grid,
+    to_device,
+)
+from vidnoise.samplers.guidance import combine, scale_plan
 
 __all__ = [
     "sample_frames",
@@ -61,9 +72,11 @@ __all__ = [
     "stream_frames",
     "history_guidance",
     "frame_sigmas",
+    "frame_training_sample",
 ]
 
 SOLVERS = ("euler", "heun")
+LAST_STEPS = ("corrected", "euler")
 
 
 # ----------------------------------------------------------------------------- checks
@@ -137,8 +150,14 @@ def check_sigma_matrix(
         bad |= m > high
     if bool(bad.any()):
         i, f = (int(v) for v in bad.nonzero()[0])
+        hint = ""
+        if high == 1.0 and bool((torch.isfinite(m) & (m >= 0)).all()):
+            edm = ("EDM noise levels (x = x0 + σ·ε): pass edm=True with a denoiser model, or "
+                   "convert them with vidnoise.conventions.edm_sigma_to_flow (σ/(1 + σ))")
+            hint = (f"; {name} looks like timesteps on a 0..1000 scale: {FLOW_SIGMA_HINT}; or "
+                    f"like {edm}" if bool((m <= 1000).all()) else f"; {name} looks like {edm}")
         raise ValueError(f"{name} must contain finite values in {rng}, got "
-                         f"{name}[{i}, {f}] = {float(m[i, f])}")
+                         f"{name}[{i}, {f}] = {float(m[i, f])}{hint}")
     up = m[1:] > m[:-1]
     if bool(up.any()):
         i, f = (int(v) for v in up.nonzero()[0])
@@ -207,6 +226,7 @@ def sample_frames(
     solver: str = "euler",
     layout: str = "BCTHW",
     edm: bool = False,
+    last_step: str | None = None,
     windows=None,
     grad: bool = False,
     callback=None,
@@ -217,10 +237,11 @@ def sample_frames(
     Step ``i`` moves frame ``f`` from ``σ_f = sigmas[i, f]`` to ``σ'_f = sigmas[i + 1, f]``:
 
     * Euler: ``x_f ← x_f + (σ'_f - σ_f)·v_f(x, σ)``;
-    * Heun: ``x̃ = x + h ⊙ v(x, σ)``, ``x_f ← x_f + h_f·(v_f(x, σ) + v_f(x̃, σ'))/2`` for frames
-      with ``σ'_f > 0``; frames reaching ``σ'_f = 0`` take the Euler value ``x̃_f`` (as
-      ``sample_flow`` does on its last step: the trapezoid would need v at σ = 0). The second
-      call is skipped when every changing frame goes to 0.
+    * Heun: ``x̃ = x + h ⊙ v(x, σ)``, ``x_f ← x_f + h_f·(v_f(x, σ) + v_f(x̃, σ'))/2`` for every
+      changing frame (``sample_flow``'s rule: a flow model's ``v(x, 0)`` is defined). With
+      ``last_step="euler"`` and always with ``edm=True`` (``(x - D)/σ`` is undefined at 0, as
+      in ``sample_edm``) frames reaching ``σ'_f = 0`` take the Euler value ``x̃_f`` instead,
+      and the second call is skipped when every changing frame goes to 0.
 
     Frames with ``σ'_f = σ_f`` are not touched (bit for bit, whatever the model returns for
     them, NaN included) but are part of the model input. A step in which no frame changes
@@ -230,20 +251,30 @@ def sample_frames(
         model: ``model(x, sigma) -> v`` with ``x`` a 5-D video in ``layout`` (``noise``'s
             dtype) and ``sigma`` a (B, T) tensor (float32 for half precision input, else
             ``noise``'s dtype), one level per frame; returns the velocity ``ε - x0``
-            (``edm=True``: the denoised ``x0``) of ``x``'s shape.
+            (``edm=True``: the denoised ``x0``) of ``x``'s shape, on ``x``'s device (another
+            dtype is cast to the working dtype; a tuple, e.g. a diffusers model without
+            ``return_dict=False``, raises with that fix).
         noise: ``x`` at ``sigmas[0]``, (B, C, T, H, W) or (B, T, C, H, W).
         sigmas: (S + 1, T) matrix (tensor or rows of floats), columns non-increasing, values
-            in [0, 1] (``edm=True``: in [0, inf)). Read once on the host.
+            in [0, 1] (``edm=True``: in [0, inf)). Read once on the host. A flow matrix of
+            timesteps on a 0..1000 scale is refused with the converter to use
+            (:func:`vidnoise.conventions.timestep_to_sigma`).
         solver: ``"euler"`` or ``"heun"``.
         layout: ``"BCTHW"`` or ``"BTCHW"``.
         edm: EDM σ (noise std, ``x = x0 + σ·ε``) and a denoiser model:
             ``v_f = (x_f - D_f)/σ_f``.
+        last_step: for ``solver="heun"``, the update of frames whose step ends at σ = 0:
+            ``"corrected"`` (the flow default, as ``sample_flow``) or ``"euler"`` (one model
+            call fewer where every changing frame reaches 0; order 1 on that step). None
+            (default): ``"corrected"`` for flow, ``"euler"`` for ``edm=True``, which allows
+            only ``"euler"``.
         windows: None (the model sees all frames every step) or one entry per step: a
             ``(start, end)`` frame range, or a sequence of calls ``(start, end, keep_start,
             keep_end)``: the model sees frames [start, end) and the outputs of
             [keep_start, keep_end) are used (FIFO partitions, lookahead, SkyReels' valid
             intervals). Every frame that changes level in a step must be kept by a call.
-        grad: False (default) runs under ``torch.no_grad()``; True records the graph.
+        grad: False (default) runs under ``torch.no_grad()`` (no step's activations are
+            kept, as in the other samplers); True records the graph through every step.
         callback: called after each step's first model evaluation with ``dict(i=i, x=x (a
             copy), sigma=row i, sigma_next=row i + 1, denoised=x - σ ⊙ v)`` (rows as lists
             of floats; ``denoised`` is the model's x0 estimate, D itself for ``edm=True``).
@@ -257,9 +288,9 @@ def sample_frames(
     """
     check_callable("model", model)
     check_tensor("noise", noise, ndims=(5,))
+    check_state("noise", noise)  # the samplers' start check (finite values on the CPU)
     check_choice("layout", layout, LAYOUTS)
-    check_choice("solver", solver, SOLVERS)
-    check_bool("edm", edm)
+    euler_last = _solver_rule(solver, edm, last_step)
     check_bool("grad", grad)
     check_callable("callback", callback, optional=True)
     check_bool("progress", progress)
@@ -268,8 +299,25 @@ def sample_frames(
     m = check_sigma_matrix("sigmas", sigmas, t, high=None if edm else 1.0)
     n = m.shape[0] - 1
     calls = None if windows is None else _check_windows(windows, n, t, m[1:] != m[:-1])
-    with torch.enable_grad() if grad else torch.no_grad():
-        return _run(model, noise, m, calls, solver, ax, edm, callback, progress, grad)
+    with torch.set_grad_enabled(grad):
+        return _run(model, noise, m, calls, solver, euler_last, ax, edm, callback, progress,
+                    grad)
+
+
+def _solver_rule(solver, edm, last_step) -> bool:
+    """Check ``solver``, ``edm`` and ``last_step``; True when Heun takes the Euler value for
+    frames reaching σ = 0."""
+    check_choice("solver", solver, SOLVERS)
+    check_bool("edm", edm)
+    if last_step is None:
+        return edm
+    check_choice("last_step", last_step, LAST_STEPS)
+    if edm and last_step == "corrected":
+        raise ValueError(
+            "last_step='corrected' needs the velocity at σ = 0, which an EDM denoiser does not "
+            "give ((x - D)/σ is undefined there): use last_step='euler' or None with edm=True"
+        )
+    return last_step == "euler"
 
 
 def _host_to(m: Tensor, dtype, device) -> Tensor:
@@ -283,7 +331,8 @@ def _host_to(m: Tensor, dtype, device) -> Tensor:
     return host.to(device)
 
 
-def _run(model, noise, m, calls, solver, ax, edm, callback, progress, grad, model_dtype=None):
+def _run(model, noise, m, calls, solver, euler_last, ax, edm, callback, progress, grad,
+         model_dtype=None):
     """The loop. ``model_dtype`` (streaming): the model sees that dtype while ``noise`` is
     already the working state (float32 for half precision), which is returned as is."""
     dtype = noise.dtype if model_dtype is None else model_dtype
@@ -302,7 +351,7 @@ def _run(model, noise, m, calls, solver, ax, edm, callback, progress, grad, mode
     # the per-step plan, from whole-matrix operations on the host
     h = m[1:] - m[:-1]
     ch = h != 0
-    corr = ch & (m[1:] > 0)
+    corr = ch & (m[1:] > 0) if euler_last else ch  # frames Heun corrects
     cnt = ch.sum(1)
     first = ch.to(torch.int8).argmax(1)
     last = t - 1 - ch.flip(1).to(torch.int8).argmax(1)
@@ -338,22 +387,15 @@ def _run(model, noise, m, calls, solver, ax, edm, callback, progress, grad, mode
 
     def velocity(x, i, row):  # v at σ = rows[row] (row i, or i + 1 for Heun), calls of step i
         xin = x.to(dtype) if cast else x
-        if win[i] is None:
-            out = model(xin, sig[row])
-            if not isinstance(out, Tensor) or out.shape != x.shape:
-                bad_output("model", out, x)
+        if win[i] is None:  # checked (type, shape, device) and cast to the working dtype
+            out = model_output("model", model(xin, sig[row]), x)
         else:
-            out = torch.zeros_like(xin)
+            out = torch.zeros_like(x)
             for a, b, ka, kb in win[i]:
-                o = model(xin.narrow(ax, a, b - a), sig[row][:, a:b])
-                want = list(x.shape)
-                want[ax] = b - a
-                if not isinstance(o, Tensor) or list(o.shape) != want:
-                    bad_output("model", o, xin.narrow(ax, a, b - a))
+                o = model_output("model", model(xin.narrow(ax, a, b - a), sig[row][:, a:b]),
+                                 x.narrow(ax, a, b - a))
                 out.narrow(ax, ka, kb - ka).copy_(o.narrow(ax, ka - a, kb - ka))
-        if edm:
-            return (x - out.to(x.dtype)) * inv[row]
-        return out.to(x.dtype) if cast else out
+        return (x - out) * inv[row] if edm else out
 
     def euler(x, v, p, inplace):
         if "hs" in p:
@@ -445,11 +487,7 @@ def level_sigmas(levels, grid) -> Tensor:
     (``grid[K]``, level 0; usually 0). ``levels``: an int tensor or nested lists of ints in
     [0, K]. Returns float64 of ``levels``' shape.
     """
-    g = torch.as_tensor(grid, dtype=torch.float64).detach().cpu()
-    if g.dim() != 1 or g.numel() < 2:
-        raise ValueError(f"grid must be a 1-D sequence of at least 2 values, got {tuple(g.shape)}")
-    if not bool((g[1:] < g[:-1]).all()) or not bool(torch.isfinite(g).all()) or g[-1] < 0:
-        raise ValueError(f"grid must be finite, >= 0 and strictly decreasing, got {g.tolist()}")
+    g = torch.tensor(_grid("grid", grid, high=None, end=None), dtype=torch.float64)
     lv = torch.as_tensor(levels).detach().cpu()
     if lv.is_floating_point() or lv.dtype == torch.bool:
         raise TypeError(f"levels must be integers, got dtype {lv.dtype}")
@@ -489,11 +527,10 @@ class SkyReelsSchedule:
         levels after iteration r. A frame with ``k`` updates is at ``grid[min(k, N)]``
         (``grid``: the N + 1 σ values the N template timesteps step between, ``grid[N]``
         usually 0). Frames ready before the start (``num_pre_ready``) are at ``grid[N]``."""
-        g = torch.as_tensor(grid, dtype=torch.float64).detach().cpu()
-        if g.dim() != 1 or g.numel() != self.num_steps + 1:
+        g = torch.tensor(_grid("grid", grid, high=None, end=None), dtype=torch.float64)
+        if g.numel() != self.num_steps + 1:
             raise ValueError(
-                f"grid must have num_steps + 1 = {self.num_steps + 1} values, got shape "
-                f"{tuple(g.shape)}"
+                f"grid must have num_steps + 1 = {self.num_steps + 1} values, got {g.numel()}"
             )
         first = self.step_index[0] - self.update_mask[0].long()  # before iteration 0
         idx = torch.cat([first[None], self.step_index]).clamp(0, self.num_steps)
@@ -711,10 +748,8 @@ class WindowSchedule:
         return FramePlan(sig, tuple(wins))
 
 
-def _grid(name: str, grid, high=1.0) -> list[float]:
-    from vidnoise.samplers._common import read_grid
-
-    return read_grid(name, grid, high=high, end=0.0)
+def _grid(name: str, grid, high=1.0, end=0.0) -> list[float]:
+    return read_grid(name, grid, high=high, end=end)
 
 
 def rolling_schedule(grid, window: int, *, edm: bool = False) -> WindowSchedule:
@@ -808,6 +843,7 @@ def stream_frames(
     layout: str = "BCTHW",
     solver: str = "euler",
     edm: bool = False,
+    last_step: str | None = None,
     generator=None,
     device=None,
     dtype=torch.float32,
@@ -826,7 +862,9 @@ def stream_frames(
     forever. ``frame_shape`` is (C, H, W). With one generator per sample, each sample
     depends only on its own generator. The window is kept in the working dtype (float32 for
     half precision) between cycles, the model sees ``dtype``, so a half-precision stream also
-    equals one ``sample_frames`` run on the same noise bit for bit.
+    equals one ``sample_frames`` run on the same noise bit for bit. ``solver``, ``edm``,
+    ``last_step``, ``grad`` and the model's output checks are :func:`sample_frames`'; all
+    arguments are checked when the generator is made, before the first frame is asked for.
     """
     check_callable("model", model)
     if not isinstance(schedule, WindowSchedule):
@@ -836,6 +874,9 @@ def stream_frames(
         raise ValueError(f"frame_shape must be (C, H, W), got {tuple(frame_shape)}")
     b = check_int("batch", batch, minimum=0)
     check_choice("layout", layout, LAYOUTS)
+    euler_last = _solver_rule(solver, edm, last_step)
+    check_bool("grad", grad)
+    dtype = check_floating_dtype("dtype", dtype)
     gens = as_generators(generator, b)
     s, nb, p = schedule.stride, schedule.window // schedule.stride, schedule.steps_per_cycle
     blocks = None
@@ -853,11 +894,11 @@ def stream_frames(
     ax = frame_axis(layout)
     c_, h_, w_ = fs
     bshape = (b, c_, s, h_, w_) if layout == "BCTHW" else (b, s, c_, h_, w_)
-    return _stream(model, schedule, gens, bshape, ax, s, nb, p, blocks, layout, solver, edm,
-                   device, dtype, grad)
+    return _stream(model, schedule, gens, bshape, ax, s, nb, p, blocks, solver, euler_last,
+                   edm, device, dtype, grad)
 
 
-def _stream(model, sch, gens, bshape, ax, s, nb, p, blocks, layout, solver, edm, device,
+def _stream(model, sch, gens, bshape, ax, s, nb, p, blocks, solver, euler_last, edm, device,
             dtype, grad):
     win = None  # the window tensor (working dtype): blocks lo .. hi - 1
     wdt = work_dtype(dtype)
@@ -883,8 +924,9 @@ def _stream(model, sch, gens, bshape, ax, s, nb, p, blocks, layout, solver, edm,
                 calls.append((a2, b2, ka2, kb2))
         m = check_sigma_matrix("levels", rows, win.shape[ax], high=None)
         wins = _check_windows([tuple(calls)] * p, p, win.shape[ax], m[1:] != m[:-1])
-        with torch.enable_grad() if grad else torch.no_grad():
-            win = _run(model, win, m, wins, solver, ax, edm, None, False, grad, model_dtype=dtype)
+        with torch.set_grad_enabled(grad):
+            win = _run(model, win, m, wins, solver, euler_last, ax, edm, None, False, grad,
+                       model_dtype=dtype)
         # the block at position 0 is clean now: yield it and let it leave
         if c >= 0:
             out = win.narrow(ax, 0, s).to(dtype)
@@ -897,7 +939,7 @@ def _stream(model, sch, gens, bshape, ax, s, nb, p, blocks, layout, solver, edm,
 
 # ----------------------------------------------------------------------------- guidance
 def history_guidance(model, scale, history, *, model_uncond=None, layout="BCTHW",
-                     sigma_max: float = 1.0, generator=None) -> Callable:
+                     sigma_max: float = 1.0, sigmas=None, generator=None) -> Callable:
     """History guidance (History-Guided Video Diffusion, arXiv 2502.06764): returns
     ``guided(x, σ) = u + w·(c - u)``.
 
@@ -907,13 +949,24 @@ def history_guidance(model, scale, history, *, model_uncond=None, layout="BCTHW"
     at every call. ``history``: the number of leading frames, or a (T,) bool mask.
     ``model_uncond=None`` batches both branches in one call in diffusers' order
     ``model(cat([x_u, x]), cat([σ_u, σ]))`` = ``[uncond; cond]``; otherwise
-    ``u = model_uncond(x_u, σ_u)``. Same combination as ``vidnoise.samplers.cfg``.
+    ``u = model_uncond(x_u, σ_u)``. ``σ`` is the (B, T) per-frame level
+    :func:`sample_frames` passes.
+
+    ``scale`` is anything ``vidnoise.samplers.cfg`` takes (parsed by
+    ``vidnoise.samplers.guidance.scale_plan``): a float, a per-step sequence, a callable
+    ``(0, step, N) -> float`` or ``dynamic_cfg(...)``; all but the float need ``sigmas``,
+    the level grid (N + 1 decreasing values) the schedule's levels come from. ``cfg``'s rule
+    is applied per frame: frame f at level ``σ_f`` is guided with ``w_i`` for the first grid
+    step i with ``σ_i <= σ_f`` (relative tolerance 1e-6; clamped to steps 0 .. N - 1), so a
+    frame's scale follows its own level (with identical columns: ``cfg``'s per-step scale
+    exactly). The look-up runs on the device (no host sync). The model outputs are checked
+    as the samplers check them (type, shape, device).
     """
     check_callable("model", model)
     check_callable("model_uncond", model_uncond, optional=True)
-    w = check_float("scale", scale)
     ax = frame_axis(layout)
     smax = check_float("sigma_max", sigma_max, low=0.0, low_open=True)
+    w, plan = _history_scale(scale, sigmas)
     if isinstance(history, Tensor):
         if history.dtype != torch.bool or history.dim() != 1:
             raise ValueError(f"history must be an int or a (T,) bool mask, got {history!r}")
@@ -936,28 +989,62 @@ def history_guidance(model, scale, history, *, model_uncond=None, layout="BCTHW"
                 m = mask_host
             shape = [1, 1, 1, 1, 1]
             shape[ax] = t
-            cache[key] = (m.to(x.device), m.to(x.device).reshape(shape))
+            tabs = None
+            if plan is not None:  # w_i (working dtype) and σ_i (float64) on the device
+                tabs = (to_device(plan[0], work_dtype(x.dtype), x.device),
+                        to_device(plan[1], torch.float64, x.device))
+            cache[key] = (m.to(x.device), m.to(x.device).reshape(shape), tabs)
         return cache[key]
 
     def guided(x, sigma):
-        m_t, m_x = masks(x)
+        check_tensor("x", x, ndims=(5,))
+        t = x.shape[ax]
+        if not isinstance(sigma, Tensor) or tuple(sigma.shape) != (x.shape[0], t):
+            got = tuple(sigma.shape) if isinstance(sigma, Tensor) else type(sigma).__name__
+            raise ValueError(f"sigma must be a (B, T) = ({x.shape[0]}, {t}) tensor of per-frame "
+                             f"levels, got {got}")
+        m_t, m_x, tabs = masks(x)
         eps = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x_u = torch.where(m_x, eps * smax if smax != 1.0 else eps, x)
         s_u = torch.where(m_t, torch.full_like(sigma, smax), sigma)
         if model_uncond is None:
             both = model(torch.cat([x_u, x]), torch.cat([s_u, sigma]))
-            if not isinstance(both, Tensor) or both.shape[0] != 2 * x.shape[0]:
-                raise ValueError("model (batched) must return twice the input's batch")
+            if not (isinstance(both, Tensor) and both.shape[0] == 2 * x.shape[0]):
+                model_output("model (batched: [uncond; cond])", both, torch.cat([x, x]))
             u, c = both.chunk(2)
         else:
             u, c = model_uncond(x_u, s_u), model(x, sigma)
-        for nm, o in (("model", c), ("model_uncond", u)):
-            if not isinstance(o, Tensor) or o.shape != x.shape:
-                bad_output(nm, o, x)
-        wdt = work_dtype(c.dtype)
-        return (u.to(wdt) + w * (c.to(wdt) - u.to(wdt))).to(c.dtype)
+        c = model_output("model", c, x)
+        u = model_output("model_uncond" if model_uncond is not None else "model", u, x)
+        if tabs is None:
+            return combine(c, u, w)
+        w_t, g_t = tabs
+        # i(σ_f) = #{j : σ_j > σ_f·(1 + 1e-6)} = first j with σ_j <= σ_f, clamped to N - 1
+        sig = sigma.to(torch.float64)
+        idx = (g_t > sig[..., None] * (1.0 + 1e-6)).sum(-1).clamp(max=g_t.shape[0] - 1)
+        view = [x.shape[0], 1, 1, 1, 1]
+        view[ax] = t
+        return combine(c, u, w_t[idx].reshape(view))
 
     return guided
+
+
+def _history_scale(scale, sigmas):
+    """``(w, None)`` for a float scale, ``(None, (per-step scales, grid steps))`` otherwise,
+    parsed by ``scale_plan`` (the one parser ``cfg`` uses)."""
+    if isinstance(scale, Tensor) and scale.dim() == 0:  # read once, here, as cfg does
+        scale = float(check_real_tensor("scale", scale))
+    if isinstance(scale, numbers.Real) and not isinstance(scale, bool):
+        return scale_plan("scale", scale, [1])[0][0], None
+    if scale is None or isinstance(scale, (str, bool)):
+        scale_plan("scale", object() if scale is None else scale, [1])  # the TypeError
+    if sigmas is None:
+        raise ValueError(
+            "sigmas is required with a per-step or dynamic scale: pass the level grid the "
+            "schedule was built from (N + 1 values) so each frame's level finds its step"
+        )
+    grid = read_grid("sigmas", sigmas, end=None)
+    return None, (scale_plan("scale", scale, [len(grid) - 1])[0], grid[:-1])
 
 
 # ----------------------------------------------------------------------------- training
@@ -966,10 +1053,10 @@ def frame_sigmas(batch: int, num_frames: int, sampler=None, *, chunk: int = 1,
     """Diffusion Forcing's training levels: a (B, T) float32 matrix of independent levels.
 
     One draw per (sample, chunk of ``chunk`` frames) from ``sampler(n, generator=...,
-    device=...)`` (any of ``vidnoise.sigma_samplers``; default ``sigma_samplers.uniform``), repeated over
-    the chunk's frames; the first ``context`` frames are clean (σ = 0). With one generator
-    per sample, sample ``i``'s levels come from generator ``i`` only (``sampler`` called once
-    per sample). The last chunk may be shorter.
+    device=...)`` (any of ``vidnoise.sigma_samplers``; default ``sigma_samplers.uniform``),
+    repeated over the chunk's frames; the first ``context`` frames are clean (σ = 0). With
+    one generator per sample, sample ``i``'s levels come from generator ``i`` only
+    (``sampler`` called once per sample). The last chunk may be shorter.
     """
     b = check_int("batch", batch, minimum=0)
     t = check_int("num_frames", num_frames, minimum=1)
@@ -988,3 +1075,31 @@ def frame_sigmas(batch: int, num_frames: int, sampler=None, *, chunk: int = 1,
     out = lv.to(torch.float32).repeat_interleave(c, dim=1)[:, :t].clone()
     out[:, :ctx] = 0.0
     return out
+
+
+def frame_training_sample(path, x0: Tensor, sampler=None, *, chunk: int = 1, context: int = 0,
+                          layout: str = "BCTHW", generator=None):
+    """Diffusion Forcing's training input: :func:`frame_sigmas` levels for ``x0`` (B, C, T,
+    H, W or B, T, C, H, W), noised by ``path`` per frame.
+
+    Returns ``path.sample(x0, σ, generator=generator, layout=layout)``, a
+    ``vidnoise.paths.PathSample`` (``x``, ``target``, the (B, T) ``sigma``, ``noise``):
+    the path's own per-frame formulas (``docs/math.md §1``, ``§10``). ``path``: a
+    ``FlowPath`` or an ``EDMPath`` (pick ``sampler`` for its σ, e.g.
+    ``sigma_samplers.lognormal`` for EDM). With one generator per sample, sample i's levels
+    and then its noise come from generator i only. Context frames (σ = 0) are ``x0`` exactly.
+    """
+    from vidnoise.paths import EDMPath, FlowPath
+
+    if not isinstance(path, (FlowPath, EDMPath)):
+        raise TypeError(
+            f"path must be a FlowPath or an EDMPath (a σ-level path), got "
+            f"{type(path).__name__}; a VPPath takes integer timesteps: draw them and call "
+            f"path.sample(x0, t, layout=...) with a (B, T) int tensor"
+        )
+    check_tensor("x0", x0, ndims=(5,))
+    check_choice("layout", layout, LAYOUTS)
+    gens = as_generators(generator, x0.shape[0])
+    sigma = frame_sigmas(x0.shape[0], x0.shape[frame_axis(layout)], sampler, chunk=chunk,
+                         context=context, generator=gens, device=x0.device)
+    return path.sample(x0, sigma, generator=gens, layout=layout)
