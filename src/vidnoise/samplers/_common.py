@@ -170,7 +170,7 @@ def check_finite(name: str, x: torch.Tensor) -> None:
     """
     if x.device.type != "cpu" or x.numel() == 0 or torch.compiler.is_compiling():
         return
-    if math.isfinite(float(x.sum())):  # one cheap pass (about 25x cheaper
+    if math.isfinite(float(x.detach().sum())):  # one cheap pass (about 25x cheaper
         return  # than isfinite().all()); NaN or inf in x makes the sum non-finite
     finite = torch.isfinite(x)
     if not bool(finite.all()):
