@@ -283,7 +283,7 @@ def keyed_randn(
     device = torch.device("cpu") if device is None else torch.device(device)
     if device.type == "meta" or math.prod(shape) == 0:
         return torch.empty(shape, dtype=dtype, device=device)
-    wdt = torch.float64 if dtype == torch.float64 else torch.float32
+    wdt = work_dtype(dtype)
     pad = KEYED_MAX_NDIM - len(shape)
     full_shape = (1,) * pad + shape
     full_origin = (0,) * pad + origin
