@@ -7,6 +7,7 @@ median ignores the rounds a neighbour's burst spoiled.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -51,3 +52,16 @@ def interleaved(
         name: Timing(statistics.median(walls[name]), statistics.median(cpus[name]))
         for name in fns
     }
+
+
+def bench_args(
+    ap: argparse.ArgumentParser, *, rounds: int, threads: int, flag: str = "--rounds", argv=None
+) -> argparse.Namespace:
+    """Add the options every benchmark has to ``ap`` (``flag``: the interleaved rounds,
+    default ``rounds``; ``--threads``: torch's CPU thread count, default ``threads``), parse
+    ``argv`` (None: the command line) and set torch's thread count."""
+    ap.add_argument(flag, type=int, default=rounds)
+    ap.add_argument("--threads", type=int, default=threads)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from _timing import interleaved
+from _timing import bench_args, interleaved
 from vidnoise.noise import keyed_randn
 from vidnoise.priors import (
     freeinit,
@@ -69,11 +69,7 @@ def _apply(z_t, z_rand, filt):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = bench_args(argparse.ArgumentParser(), rounds=7, threads=2)
     print(f"device: cpu, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{args.rounds} interleaved rounds, medians")
     g = torch.Generator().manual_seed(0)

@@ -265,7 +265,37 @@ def _replace(p: Preset, **kw) -> Preset:
 
 _WAN = "Wan-Video/Wan2.1 generate.py (_validate_args), wan/text2video.py, " \
        "wan/utils/fm_solvers_unipc.py (FlowUniPCMultistepScheduler.set_timesteps)"
+_WAN_DIFFUSERS = "diffusers schedulers/scheduling_unipc_multistep.py (use_flow_sigmas)"
 _WAN_TS = "t = 1000 σ (diffusers FlowMatch convention), output v = ε - x0"
+
+
+def _wan_pair(name: str, *, official: dict, diffusers: dict, **common) -> dict[str, Preset]:
+    """A Wan model's two presets: ``name`` on the official grid and ``name-diffusers`` on
+    diffusers' grid, each the other's ``alternative``. Both are flow models of 81 frames with
+    Wan's VAE (8x spatial, 4x temporal) and patch (1, 2, 2), ``t = 1000 σ`` and a ``v`` target;
+    ``common`` holds the model's settings, ``official`` / ``diffusers`` each grid's sources."""
+    wan = dict(kind="flow", frames=81, vae_spatial=8, vae_temporal=4, patch=(1, 2, 2),
+               timestep=_WAN_TS, prediction="v = ε - x0 (flow)")
+    wan.update(common)
+    other = f"{name}-diffusers"
+    return {
+        name: Preset(name=name, grid="wan-official", alternative=other, **wan, **official),
+        other: Preset(name=other, grid="wan-diffusers", alternative=name, **wan, **diffusers),
+    }
+
+
+def _cogvideox(name: str, snr_shift_scale: float, sources: str) -> Preset:
+    """A CogVideoX preset: VP with ``VPPath.cogvideox(snr_shift_scale)``, v-prediction, the
+    trailing DDIM grid, 50 steps, guidance 6, 480x720, 49 frames."""
+    return Preset(
+        name=name, kind="vp", grid="vp-trailing", steps=50, guidance=6.0,
+        snr_shift_scale=snr_shift_scale, height=480, width=720, frames=49,
+        timestep=f"integer t in [0, 999]; abar_t from VPPath.cogvideox({snr_shift_scale})",
+        prediction="v = sqrt(abar) ε - sqrt(1-abar) x0",
+        training_sigma="uniform integer t",
+        grid_source="diffusers schedulers/scheduling_ddim_cogvideox.py (trailing spacing)",
+        sources=sources)
+
 
 _PRESETS = {
     "mochi-1": Preset(
@@ -301,70 +331,41 @@ _PRESETS = {
                 "2.05, base/max_image_seq_len 1024/4096, shift_terminal 0.1); diffusers "
                 "LTXPipeline defaults (50 steps, guidance 3, 512x704, 161 frames; VAE 32x "
                 "spatial, 8x temporal, patch 1)"),
-    "wan2.1-t2v-14b": Preset(
-        name="wan2.1-t2v-14b", kind="flow", grid="wan-official", steps=50, guidance=5.0,
-        shift=5.0, height=720, width=1280, frames=81, vae_spatial=8, vae_temporal=4,
-        patch=(1, 2, 2), timestep=_WAN_TS, prediction="v = ε - x0 (flow)",
-        training_sigma="uniform t with shift (Wan2.1 report)",
-        alternative="wan2.1-t2v-14b-diffusers", grid_source=_WAN, sources=_WAN),
-    "wan2.1-t2v-14b-diffusers": Preset(
-        name="wan2.1-t2v-14b-diffusers", kind="flow", grid="wan-diffusers", steps=50,
-        guidance=5.0, shift=5.0, height=720, width=1280, frames=81, vae_spatial=8,
-        vae_temporal=4, patch=(1, 2, 2), timestep=_WAN_TS, prediction="v = ε - x0 (flow)",
-        alternative="wan2.1-t2v-14b",
-        grid_source="diffusers schedulers/scheduling_unipc_multistep.py (use_flow_sigmas, "
-                    "flow_shift 5.0 of Wan-AI/Wan2.1-T2V-14B-Diffusers scheduler config)",
-        sources="diffusers pipelines/wan/pipeline_wan.py (50 steps, guidance 5.0)"),
-    "wan2.1-i2v-480p": Preset(
-        name="wan2.1-i2v-480p", kind="flow", grid="wan-official", steps=40, guidance=5.0,
-        shift=3.0, height=480, width=832, frames=81, vae_spatial=8, vae_temporal=4,
-        patch=(1, 2, 2), timestep=_WAN_TS, prediction="v = ε - x0 (flow)",
-        alternative="wan2.1-i2v-480p-diffusers", grid_source=_WAN,
-        sources=_WAN + " (i2v: 40 steps; shift 3.0 at 832*480)"),
-    "wan2.1-i2v-480p-diffusers": Preset(
-        name="wan2.1-i2v-480p-diffusers", kind="flow", grid="wan-diffusers", steps=40,
-        guidance=5.0, shift=3.0, height=480, width=832, frames=81, vae_spatial=8,
-        vae_temporal=4, patch=(1, 2, 2), timestep=_WAN_TS, prediction="v = ε - x0 (flow)",
-        alternative="wan2.1-i2v-480p",
-        grid_source="diffusers schedulers/scheduling_unipc_multistep.py (use_flow_sigmas)",
-        sources="diffusers pipelines/wan/pipeline_wan_i2v.py"),
-    "wan2.2-t2v-a14b": Preset(
-        name="wan2.2-t2v-a14b", kind="flow", grid="wan-official", steps=40, guidance=3.0,
-        guidance_2=4.0, shift=12.0, boundary=0.875, height=720, width=1280, frames=81,
-        vae_spatial=8, vae_temporal=4, patch=(1, 2, 2), timestep=_WAN_TS,
-        prediction="v = ε - x0 (flow); two experts",
-        alternative="wan2.2-t2v-a14b-diffusers",
-        grid_source="Wan-Video/Wan2.2 wan/utils/fm_solvers_unipc.py (as Wan2.1)",
-        sources="Wan-Video/Wan2.2 wan/configs/wan_t2v_A14B.py (sample_shift 12.0, "
-                "sample_steps 40, boundary 0.875, sample_guide_scale (3.0 low-noise, 4.0 "
-                "high-noise)); wan/text2video.py (high-noise expert while t >= boundary*1000)"),
-    "wan2.2-t2v-a14b-diffusers": Preset(
-        name="wan2.2-t2v-a14b-diffusers", kind="flow", grid="wan-diffusers", steps=40,
-        guidance=3.0, guidance_2=4.0, shift=12.0, boundary=0.875, height=720, width=1280,
-        frames=81, vae_spatial=8, vae_temporal=4, patch=(1, 2, 2), timestep=_WAN_TS,
-        prediction="v = ε - x0 (flow); two experts", alternative="wan2.2-t2v-a14b",
-        grid_source="diffusers schedulers/scheduling_unipc_multistep.py (use_flow_sigmas)",
-        sources="diffusers pipelines/wan/pipeline_wan.py (boundary_ratio; transformer "
-                "while t >= boundary_ratio * 1000, else transformer_2)"),
-    "cogvideox-2b": Preset(
-        name="cogvideox-2b", kind="vp", grid="vp-trailing", steps=50, guidance=6.0,
-        snr_shift_scale=3.0, height=480, width=720, frames=49,
-        timestep="integer t in [0, 999]; abar_t from VPPath.cogvideox(3.0)",
-        prediction="v = sqrt(abar) ε - sqrt(1-abar) x0",
-        training_sigma="uniform integer t",
-        grid_source="diffusers schedulers/scheduling_ddim_cogvideox.py (trailing spacing)",
-        sources="THUDM/CogVideo sat/configs/cogvideox_2b.yaml (ZeroSNRDDPMDiscretization "
-                "shift_scale 3.0, v-prediction); diffusers CogVideoXPipeline (50 steps, "
-                "guidance 6, 480x720, 49 frames)"),
-    "cogvideox-5b": Preset(
-        name="cogvideox-5b", kind="vp", grid="vp-trailing", steps=50, guidance=6.0,
-        snr_shift_scale=1.0, height=480, width=720, frames=49,
-        timestep="integer t in [0, 999]; abar_t from VPPath.cogvideox(1.0)",
-        prediction="v = sqrt(abar) ε - sqrt(1-abar) x0",
-        training_sigma="uniform integer t",
-        grid_source="diffusers schedulers/scheduling_ddim_cogvideox.py (trailing spacing)",
-        sources="THUDM/CogVideo sat/configs/cogvideox_5b.yaml (shift_scale 1.0); diffusers "
-                "CogVideoXPipeline (50 steps, guidance 6)"),
+    **_wan_pair(
+        "wan2.1-t2v-14b", steps=50, guidance=5.0, shift=5.0, height=720, width=1280,
+        official=dict(training_sigma="uniform t with shift (Wan2.1 report)",
+                      grid_source=_WAN, sources=_WAN),
+        diffusers=dict(
+            grid_source="diffusers schedulers/scheduling_unipc_multistep.py (use_flow_sigmas, "
+                        "flow_shift 5.0 of Wan-AI/Wan2.1-T2V-14B-Diffusers scheduler config)",
+            sources="diffusers pipelines/wan/pipeline_wan.py (50 steps, guidance 5.0)")),
+    **_wan_pair(
+        "wan2.1-i2v-480p", steps=40, guidance=5.0, shift=3.0, height=480, width=832,
+        official=dict(grid_source=_WAN, sources=_WAN + " (i2v: 40 steps; shift 3.0 at 832*480)"),
+        diffusers=dict(grid_source=_WAN_DIFFUSERS,
+                       sources="diffusers pipelines/wan/pipeline_wan_i2v.py")),
+    **_wan_pair(
+        "wan2.2-t2v-a14b", steps=40, guidance=3.0, guidance_2=4.0, shift=12.0, boundary=0.875,
+        height=720, width=1280, prediction="v = ε - x0 (flow); two experts",
+        official=dict(
+            grid_source="Wan-Video/Wan2.2 wan/utils/fm_solvers_unipc.py (as Wan2.1)",
+            sources="Wan-Video/Wan2.2 wan/configs/wan_t2v_A14B.py (sample_shift 12.0, "
+                    "sample_steps 40, boundary 0.875, sample_guide_scale (3.0 low-noise, 4.0 "
+                    "high-noise)); wan/text2video.py (high-noise expert while t >= "
+                    "boundary*1000)"),
+        diffusers=dict(
+            grid_source=_WAN_DIFFUSERS,
+            sources="diffusers pipelines/wan/pipeline_wan.py (boundary_ratio; transformer "
+                    "while t >= boundary_ratio * 1000, else transformer_2)")),
+    "cogvideox-2b": _cogvideox(
+        "cogvideox-2b", 3.0,
+        "THUDM/CogVideo sat/configs/cogvideox_2b.yaml (ZeroSNRDDPMDiscretization "
+        "shift_scale 3.0, v-prediction); diffusers CogVideoXPipeline (50 steps, "
+        "guidance 6, 480x720, 49 frames)"),
+    "cogvideox-5b": _cogvideox(
+        "cogvideox-5b", 1.0,
+        "THUDM/CogVideo sat/configs/cogvideox_5b.yaml (shift_scale 1.0); diffusers "
+        "CogVideoXPipeline (50 steps, guidance 6)"),
     "sd3": Preset(
         name="sd3", kind="flow", grid="diffusers-default", steps=28, guidance=7.0, shift=3.0,
         height=1024, width=1024, frames=1, timestep=_WAN_TS,
