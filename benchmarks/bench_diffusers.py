@@ -10,12 +10,11 @@ ours, ...), medians over ``repeats``. Also the floor: one ``torch.add`` of the s
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
+from _timing import interleaved
 from vidnoise.diffusers import FlowScheduler
 
 
@@ -40,30 +39,17 @@ def main(argv=None):
     out = torch.randn(a.shape, generator=g, device=dev)
     ours, theirs = FlowScheduler(shift=5.0), FlowMatchEulerDiscreteScheduler(shift=5.0)
 
-    def timed(fn):
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - t0) / a.steps
-
     def floor():
         y = x
         for _ in range(a.steps):
             y = torch.add(y, out, alpha=-0.01)
 
-    for _ in range(2):  # warm-up
-        loop(ours, x, out, a.steps)
-        loop(theirs, x, out, a.steps)
-    res = {"vidnoise FlowScheduler.step": [], "diffusers FlowMatchEuler.step": [],
-           "floor (torch.add)": []}
-    for _ in range(a.repeats):
-        res["vidnoise FlowScheduler.step"].append(timed(lambda: loop(ours, x, out, a.steps)))
-        res["diffusers FlowMatchEuler.step"].append(timed(lambda: loop(theirs, x, out, a.steps)))
-        res["floor (torch.add)"].append(timed(floor))
-    med = {k: statistics.median(v) for k, v in res.items()}
+    res = interleaved({
+        "vidnoise FlowScheduler.step": lambda: loop(ours, x, out, a.steps),
+        "diffusers FlowMatchEuler.step": lambda: loop(theirs, x, out, a.steps),
+        "floor (torch.add)": floor,
+    }, a.repeats, warmup=2, device=dev)
+    med = {k: t.wall / a.steps for k, t in res.items()}
     ref = med["diffusers FlowMatchEuler.step"]
     print(f"shape {tuple(a.shape)} float32 on {dev}, {a.steps} steps, {a.repeats} interleaved "
           f"repeats (median per step)")

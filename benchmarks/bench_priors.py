@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 
 import torch
 
+from _timing import bench_args, interleaved
 from vidnoise.noise import keyed_randn
 from vidnoise.priors import (
     freeinit,
@@ -30,34 +29,17 @@ from vidnoise.priors import (
 SHAPE = (1, 16, 31, 96, 160)
 
 
-def timed(fn):
-    w0, c0 = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - w0, time.process_time() - c0
-
-
-def race(methods: dict, rounds: int) -> dict:
-    for fn in methods.values():  # warm-up
-        fn()
-    res = {name: ([], []) for name in methods}
-    for _ in range(rounds):
-        for name, fn in methods.items():
-            w, c = timed(fn)
-            res[name][0].append(w)
-            res[name][1].append(c)
-    return {n: (statistics.median(w), statistics.median(c)) for n, (w, c) in res.items()}
-
-
 def fmt(s: float) -> str:
     return f"{s * 1e3:9.1f} ms" if s >= 1e-3 else f"{s * 1e6:9.1f} us"
 
 
 def table(title: str, res: dict, floor: str) -> None:
-    fw, fc = res[floor]
+    fw, fc = res[floor].wall, res[floor].cpu
     print(f"\n## {title}")
     print("| method | wall | x floor (wall) | CPU | x floor (CPU) |")
     print("|---|---:|---:|---:|---:|")
-    for name, (w, c) in res.items():
+    for name, t in res.items():
+        w, c = t.wall, t.cpu
         print(f"| {name} | {fmt(w)} | {w / fw:6.2f}x | {fmt(c)} | {c / fc:6.2f}x |")
 
 
@@ -87,17 +69,13 @@ def _apply(z_t, z_rand, filt):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = bench_args(argparse.ArgumentParser(), rounds=7, threads=2)
     print(f"device: cpu, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{args.rounds} interleaved rounds, medians")
     g = torch.Generator().manual_seed(0)
     n = math.prod(SHAPE)
 
-    res = race({
+    res = interleaved({
         "torch.randn (floor)": lambda: torch.randn(SHAPE, generator=g),
         "keyed_randn": lambda: keyed_randn(SHAPE, seed=1),
         "keyed_randn, odd origin (copy)": lambda: keyed_randn(SHAPE, seed=1,
@@ -120,7 +98,7 @@ def main() -> None:
             cur = warp_noise(cur, flow, subpixels=k, generator=g)
         return cur
 
-    res = race({
+    res = interleaved({
         "torch.randn (floor)": lambda: torch.randn(SHAPE, generator=g),
         "mixed_noise": lambda: mixed_noise(SHAPE, 1.0, generator=g),
         "progressive_noise": lambda: progressive_noise(SHAPE, 1.0, generator=g),
@@ -137,7 +115,7 @@ def main() -> None:
     table(f"priors at {SHAPE}", res, "torch.randn (floor)")
 
     fshape = (1, 16, 21, 60, 104)
-    res = race({
+    res = interleaved({
         "diffusers triple loop (faithful copy)": lambda: diffusers_filter_loop(fshape),
         "freeinit_filter": lambda: freeinit_filter(fshape),
     }, 3)

@@ -1,14 +1,11 @@
 """Distributed training: 2 CPU processes under torchrun (gloo) keep identical replicas."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+
+from _harness import torchrun_ranks
 
 SCRIPT = textwrap.dedent(
     """
@@ -35,22 +32,7 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes_stay_identical(tmp_path):
-    torchrun = Path(sys.executable).with_name("torchrun")
-    if not torchrun.exists():
-        torchrun = shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun is not installed")
-    script = tmp_path / "ddp_train.py"
-    script.write_text(SCRIPT)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
-    p = subprocess.run(
-        [str(torchrun), "--nproc_per_node=2", "--master_port=0", "--standalone", str(script),
-         str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    r0 = json.loads((tmp_path / "rank0.json").read_text())
-    r1 = json.loads((tmp_path / "rank1.json").read_text())
+    r0, r1 = torchrun_ranks(tmp_path, "ddp_train.py", SCRIPT)
     assert r0["world"] == r1["world"] == 2
     assert r0["hash"] == r1["hash"]  # replicas identical after 3 DDP steps
     assert r0["losses"] != r1["losses"]  # per-rank data and noise

@@ -15,6 +15,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _harness import COG_CONFIG, prompts, tiny_pipeline, tiny_transformer
+
 D = pytest.importorskip("diffusers")
 
 from vidnoise import schedules  # noqa: E402
@@ -51,112 +53,63 @@ def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
+def _setup(pipe, g, latent_shape, **kw):
+    """A fixture's tuple: the pipeline, its native scheduler's config, latents of
+    ``latent_shape`` drawn from ``g``, the call's keywords and a forward counter."""
+    lat, kw = torch.randn(latent_shape, generator=g), dict(kw, output_type="latent")
+    return pipe, pipe.scheduler.config, lat, kw, Counter(pipe.transformer)
+
+
 @pytest.fixture(scope="module")
 def wan():
-    torch.manual_seed(0)
-    tr = D.WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
-        out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32).eval()
-    sched = D.FlowMatchEulerDiscreteScheduler(shift=7.0)
-    pipe = D.WanPipeline(tokenizer=None, text_encoder=None, transformer=tr, vae=None,
-                         scheduler=sched)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = tiny_pipeline(D.WanPipeline, tiny_transformer("wan"),
+                         D.FlowMatchEulerDiscreteScheduler(shift=7.0))
     g = _gen(1)
-    pe, ne = torch.randn(1, 8, 32, generator=g), torch.randn(1, 8, 32, generator=g)
-    lat = torch.randn(1, 16, 3, 8, 8, generator=g)
-    kw = dict(prompt_embeds=pe, negative_prompt_embeds=ne, height=64, width=64, num_frames=9,
-              num_inference_steps=4, guidance_scale=5.0, output_type="latent")
-    return pipe, sched.config, lat, kw, Counter(tr)
+    return _setup(pipe, g, (1, 16, 3, 8, 8), **prompts(g, 8, 32), height=64, width=64,
+                  num_frames=9, num_inference_steps=4, guidance_scale=5.0)
 
 
 @pytest.fixture(scope="module")
 def mochi():
-    torch.manual_seed(0)
-    tr = D.MochiTransformer3DModel(
-        patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=2,
-        pooled_projection_dim=16, in_channels=12, out_channels=None, qk_norm="rms_norm",
-        text_embed_dim=32, time_embed_dim=4, activation_fn="swiglu",
-        max_sequence_length=16).eval()
-    sched = D.FlowMatchEulerDiscreteScheduler(invert_sigmas=True)
-    pipe = D.MochiPipeline(scheduler=sched, vae=None, text_encoder=None, tokenizer=None,
-                           transformer=tr)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = tiny_pipeline(D.MochiPipeline, tiny_transformer("mochi"),
+                         D.FlowMatchEulerDiscreteScheduler(invert_sigmas=True))
     g = _gen(2)
-    m = torch.ones(1, 16)
-    kw = dict(prompt_embeds=torch.randn(1, 16, 32, generator=g), prompt_attention_mask=m,
-              negative_prompt_embeds=torch.randn(1, 16, 32, generator=g),
-              negative_prompt_attention_mask=m, height=32, width=32, num_frames=7,
-              num_inference_steps=4, guidance_scale=4.5, output_type="latent")
-    return pipe, sched.config, torch.randn(1, 12, 2, 4, 4, generator=g), kw, Counter(tr)
+    return _setup(pipe, g, (1, 12, 2, 4, 4), **prompts(g, 16, 32, mask=True), height=32,
+                  width=32, num_frames=7, num_inference_steps=4, guidance_scale=4.5)
 
 
 @pytest.fixture(scope="module")
 def hunyuan():
-    torch.manual_seed(0)
-    tr = D.HunyuanVideoTransformer3DModel(
-        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10,
-        num_layers=1, num_single_layers=1, num_refiner_layers=1, patch_size=1, patch_size_t=1,
-        guidance_embeds=True, text_embed_dim=16, pooled_projection_dim=8,
-        rope_axes_dim=(2, 4, 4)).eval()
-    sched = D.FlowMatchEulerDiscreteScheduler(shift=7.0)
-    pipe = D.HunyuanVideoPipeline(text_encoder=None, tokenizer=None, transformer=tr, vae=None,
-                                  scheduler=sched, text_encoder_2=None, tokenizer_2=None)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = tiny_pipeline(D.HunyuanVideoPipeline, tiny_transformer("hunyuan"),
+                         D.FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=None,
+                         tokenizer_2=None)
     g = _gen(3)
-    kw = dict(prompt_embeds=torch.randn(1, 8, 16, generator=g),
-              pooled_prompt_embeds=torch.randn(1, 8, generator=g),
-              prompt_attention_mask=torch.ones(1, 8), height=32, width=32, num_frames=5,
-              num_inference_steps=4, output_type="latent")
-    return pipe, sched.config, torch.randn(1, 4, 2, 4, 4, generator=g), kw, Counter(tr)
+    return _setup(pipe, g, (1, 4, 2, 4, 4), prompt_embeds=torch.randn(1, 8, 16, generator=g),
+                  pooled_prompt_embeds=torch.randn(1, 8, generator=g),
+                  prompt_attention_mask=torch.ones(1, 8), height=32, width=32, num_frames=5,
+                  num_inference_steps=4)
 
 
 @pytest.fixture(scope="module")
 def ltx():
-    torch.manual_seed(0)
-    tr = D.LTXVideoTransformer3DModel(
-        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4,
-        attention_head_dim=8, cross_attention_dim=32, num_layers=1, caption_channels=32).eval()
     # LTX-Video's scheduler config: dynamic shifting with a terminal stretch
     sched = D.FlowMatchEulerDiscreteScheduler(
         use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05, base_image_seq_len=1024,
         max_image_seq_len=4096, shift_terminal=0.1)
-    pipe = D.LTXPipeline(scheduler=sched, vae=None, text_encoder=None, tokenizer=None,
-                         transformer=tr)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = tiny_pipeline(D.LTXPipeline, tiny_transformer("ltx"), sched)
     g = _gen(4)
-    m = torch.ones(1, 8)
-    kw = dict(prompt_embeds=torch.randn(1, 8, 32, generator=g), prompt_attention_mask=m,
-              negative_prompt_embeds=torch.randn(1, 8, 32, generator=g),
-              negative_prompt_attention_mask=m, height=64, width=64, num_frames=9,
-              num_inference_steps=4, guidance_scale=3.0, output_type="latent")
     # packed latents (B, F*H*W, C) for 9 frames at 64 px: 2 x 2 x 2 tokens
-    return pipe, sched.config, torch.randn(1, 8, 8, generator=g), kw, Counter(tr)
-
-
-COG_CONFIG = dict(prediction_type="v_prediction", rescale_betas_zero_snr=True,
-                  timestep_spacing="trailing", snr_shift_scale=3.0, clip_sample=False,
-                  set_alpha_to_one=True, beta_schedule="scaled_linear")
+    return _setup(pipe, g, (1, 8, 8), **prompts(g, 8, 32, mask=True), height=64, width=64,
+                  num_frames=9, num_inference_steps=4, guidance_scale=3.0)
 
 
 @pytest.fixture(scope="module")
 def cog():
-    torch.manual_seed(0)
-    tr = D.CogVideoXTransformer3DModel(
-        num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=4,
-        time_embed_dim=2, text_embed_dim=32, num_layers=1, sample_width=2, sample_height=2,
-        sample_frames=9, patch_size=2, temporal_compression_ratio=4,
-        max_text_seq_length=16).eval()
-    sched = D.CogVideoXDDIMScheduler(**COG_CONFIG)
-    pipe = D.CogVideoXPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=tr,
-                               scheduler=sched)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = tiny_pipeline(D.CogVideoXPipeline, tiny_transformer("cog"),
+                         D.CogVideoXDDIMScheduler(**COG_CONFIG))
     g = _gen(5)
-    kw = dict(prompt_embeds=torch.randn(1, 16, 32, generator=g),
-              negative_prompt_embeds=torch.randn(1, 16, 32, generator=g), height=16,
-              width=16, num_frames=9, num_inference_steps=4, guidance_scale=6.0,
-              output_type="latent")
-    return pipe, sched.config, torch.randn(1, 3, 4, 2, 2, generator=g), kw, Counter(tr)
+    return _setup(pipe, g, (1, 3, 4, 2, 2), **prompts(g, 16, 32), height=16, width=16,
+                  num_frames=9, num_inference_steps=4, guidance_scale=6.0)
 
 
 def run(setup, scheduler, **over):

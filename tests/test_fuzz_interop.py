@@ -9,20 +9,18 @@ from __future__ import annotations
 import pytest
 import torch
 
+from _harness import COG_CONFIG, prompts, tiny_pipeline, tiny_transformer
+
 D = pytest.importorskip("diffusers")
 
 from vidnoise.diffusers import FlowScheduler, VPScheduler  # noqa: E402
 
 FM = D.FlowMatchEulerDiscreteScheduler
 COG = D.CogVideoXDDIMScheduler
-COG_CFG = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-               clip_sample=False, prediction_type="v_prediction", rescale_betas_zero_snr=True,
-               set_alpha_to_one=True, snr_shift_scale=3.0, timestep_spacing="trailing",
-               steps_offset=0)
 
 
 def _pair(flow=True, **cfg):
-    nat = FM(**cfg) if flow else COG(**{**COG_CFG, **cfg})
+    nat = FM(**cfg) if flow else COG(**{**COG_CONFIG, **cfg})
     ours = (FlowScheduler if flow else VPScheduler).from_config(nat.config)
     return nat, ours
 
@@ -264,7 +262,7 @@ def test_scale_noise_and_add_noise_are_sync_free_inside_a_run_on_meta():
     s.set_begin_index(2)
     x = torch.empty(2, 3, device="meta")
     assert s.scale_noise(x, s.timesteps[2:3], torch.empty_like(x)).device.type == "meta"
-    v = VPScheduler.from_config(COG_CFG)
+    v = VPScheduler.from_config(COG_CONFIG)
     v.set_timesteps(5, device="meta")
     v.set_begin_index(0)
     t = torch.empty(2, dtype=torch.int64, device="meta")
@@ -355,49 +353,34 @@ def _both(pipe, native, ours, **kw):
 @pytest.mark.slow
 def test_wan_video2video_strength_half_matches_native():
     """WanVideoToVideoPipeline, strength 0.5. Before: max diff 1.42 (latents of max 3.8)."""
-    torch.manual_seed(0)
-    tr = D.WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
-        out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32).eval()
-    vae = D.AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                             temperal_downsample=[False, True, True]).eval()
     sched = FM(shift=7.0)
-    pipe = D.WanVideoToVideoPipeline(tokenizer=None, text_encoder=None, transformer=tr,
-                                     vae=vae, scheduler=sched)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = tiny_pipeline(
+        D.WanVideoToVideoPipeline, tiny_transformer("wan"), sched,
+        vae=D.AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                               temperal_downsample=[False, True, True]).eval())
     g = torch.Generator().manual_seed(1)
-    pe, ne = torch.randn(1, 8, 32, generator=g), torch.randn(1, 8, 32, generator=g)
+    kw = prompts(g, 8, 32)
     for strength in (0.5, 0.75):
         ref, got = _both(pipe, sched, FlowScheduler.from_config(sched.config),
-                         video=_frames(5, 32), prompt_embeds=pe, negative_prompt_embeds=ne,
-                         height=32, width=32, num_inference_steps=4, strength=strength,
-                         guidance_scale=5.0)
+                         video=_frames(5, 32), **kw, height=32, width=32,
+                         num_inference_steps=4, strength=strength, guidance_scale=5.0)
         assert float((got - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
 
 
 @pytest.mark.slow
 def test_cogvideox_video2video_strength_half_matches_native():
     """CogVideoXVideoToVideoPipeline (add_noise, sliced timesteps). Before: AttributeError."""
-    torch.manual_seed(0)
-    tr = D.CogVideoXTransformer3DModel(
-        num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=4,
-        time_embed_dim=2, text_embed_dim=32, num_layers=1, sample_width=2, sample_height=2,
-        sample_frames=9, patch_size=2, temporal_compression_ratio=4,
-        max_text_seq_length=16).eval()
-    vae = D.AutoencoderKLCogVideoX(
-        in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 4,
-        up_block_types=("CogVideoXUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8),
-        latent_channels=4, layers_per_block=1, norm_num_groups=2,
-        temporal_compression_ratio=4).eval()
-    sched = COG(**COG_CFG)
-    pipe = D.CogVideoXVideoToVideoPipeline(tokenizer=None, text_encoder=None, vae=vae,
-                                           transformer=tr, scheduler=sched)
-    pipe.set_progress_bar_config(disable=True)
+    sched = COG(**COG_CONFIG)
+    pipe = tiny_pipeline(
+        D.CogVideoXVideoToVideoPipeline, tiny_transformer("cog"), sched,
+        vae=D.AutoencoderKLCogVideoX(
+            in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 4,
+            up_block_types=("CogVideoXUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8),
+            latent_channels=4, layers_per_block=1, norm_num_groups=2,
+            temporal_compression_ratio=4).eval())
     g = torch.Generator().manual_seed(5)
-    pe, ne = torch.randn(1, 16, 32, generator=g), torch.randn(1, 16, 32, generator=g)
     ref, got = _both(pipe, sched, VPScheduler.from_config(sched.config), video=_frames(9, 16),
-                     prompt_embeds=pe, negative_prompt_embeds=ne, height=16, width=16,
+                     **prompts(g, 16, 32), height=16, width=16,
                      num_inference_steps=4, strength=0.5, guidance_scale=6.0)
     assert float((got - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
 
@@ -405,10 +388,7 @@ def test_cogvideox_video2video_strength_half_matches_native():
 @pytest.mark.slow
 def test_ltx_condition_pipeline_with_image_matches_native():
     """LTXConditionPipeline (per-token timesteps, an image condition). Before: ValueError."""
-    torch.manual_seed(0)
-    tr = D.LTXVideoTransformer3DModel(
-        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4,
-        attention_head_dim=8, cross_attention_dim=32, num_layers=1, caption_channels=32).eval()
+    tr = tiny_transformer("ltx")
     vae = D.AutoencoderKLLTXVideo(
         in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
         decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
@@ -419,17 +399,11 @@ def test_ltx_condition_pipeline_with_image_matches_native():
         upsample_factor=(1,) * 4, timestep_conditioning=False, patch_size=1, patch_size_t=1,
         encoder_causal=True, decoder_causal=False).eval()
     sched = FM()  # the condition pipeline passes linear-quadratic timesteps, no mu
-    pipe = D.LTXConditionPipeline(scheduler=sched, vae=vae, text_encoder=None, tokenizer=None,
-                                  transformer=tr)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = tiny_pipeline(D.LTXConditionPipeline, tr, sched, vae=vae)
     g = torch.Generator().manual_seed(4)
-    m = torch.ones(1, 8)
     ref, got = _both(pipe, sched, FlowScheduler.from_config(sched.config),
-                     image=_frames(1, 32)[0], prompt_embeds=torch.randn(1, 8, 32, generator=g),
-                     prompt_attention_mask=m,
-                     negative_prompt_embeds=torch.randn(1, 8, 32, generator=g),
-                     negative_prompt_attention_mask=m, height=32, width=32, num_frames=9,
-                     num_inference_steps=4, guidance_scale=3.0)
+                     image=_frames(1, 32)[0], **prompts(g, 8, 32, mask=True), height=32,
+                     width=32, num_frames=9, num_inference_steps=4, guidance_scale=3.0)
     assert float((got - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
 
 
@@ -511,7 +485,7 @@ def test_vp_heun_strength_below_one_is_refused_early():
     """Zero-SNR VP Heun has 2N - 2 calls (the step from abar = 0 is Euler), so
     timesteps[k*2:] is not a step start. Before (with add_noise): a wrong start, then a
     'step called' error at the loop's last call; now a named error at add_noise."""
-    s = VPScheduler.from_config(COG_CFG, solver="heun")
+    s = VPScheduler.from_config(COG_CONFIG, solver="heun")
     x0, noise = _data((1, 3))
     s.set_timesteps(4)
     assert len(s.timesteps) == 6

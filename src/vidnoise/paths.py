@@ -16,7 +16,8 @@ with the derivative taken along the path's own level τ:
 
 The conversions between x0, ε and v given x are written once, in :class:`_AffinePath`, by
 solving the 2x2 system ``[a b; a' b'] [x0; ε] = [x; v]`` (determinant ``a b' - b a'``, which
-is 1 for all three paths); the classes only give their coefficients.
+is 1 for all three paths); the classes only give their coefficients. The flow and EDM
+training ``sample`` is written once too, in :class:`_SigmaPath`, with the target as a hook.
 
 Noise levels are a Python float, a 0-d tensor, a (B,) tensor (one per sample) or, for 5-D
 video, a (B, T) tensor (one per frame) laid out by ``layout`` ("BCTHW", the default, or
@@ -228,8 +229,44 @@ class _AffinePath:
         )
 
 
+class _SigmaPath(_AffinePath):
+    """An affine path levelled by ``σ`` (flow, EDM): :meth:`sample` written once. A subclass
+    gives ``_noisy(x0, noise, sigma, generator, layout)`` (the noise, drawn if None, and the
+    noisy ``x``) and ``_target(x0, noise)`` (the regression target)."""
+
+    def _noisy(self, x0, noise, sigma, generator, layout):  # pragma: no cover
+        raise NotImplementedError
+
+    def _target(self, x0, noise):  # pragma: no cover
+        raise NotImplementedError
+
+    def sample(
+        self,
+        x0: torch.Tensor,
+        sigma: Sigma,
+        noise: torch.Tensor | None = None,
+        generator: GeneratorLike = None,
+        *,
+        layout: str = "BCTHW",
+    ) -> PathSample:
+        """Training input at ``sigma``: ``x`` as :meth:`add_noise` makes it and the path's
+        target: flow ``x = (1-σ)·x0 + σ·ε``, target ``v = ε - x0``; EDM ``x = x0 + σ·ε (+
+        offset)``, target ``x0`` (the denoiser's).
+
+        ``noise`` defaults to :func:`vidnoise.noise.randn` of ``x0``'s shape with ``generator``
+        (one generator, or one per item of dim 0: item i then depends only on generator i;
+        EDM draws item i's noise and then its offset from generator i). Flow takes ``noise``
+        or ``generator``, not both; EDM with ``noise`` given draws only the offset.
+        """
+        _check_batched("x0", x0)
+        x, noise = self._noisy(x0, noise, sigma, generator, layout)
+        s = self._level(sigma, x0.shape, x0.device, layout)
+        target = self._target(x0, noise)
+        return PathSample(x, target, level_out(sigma, s, x0.shape[0], x0.dtype, x0.device), noise)
+
+
 # ----------------------------------------------------------------------------- flow
-class FlowPath(_AffinePath):
+class FlowPath(_SigmaPath):
     """Rectified flow (Mochi, SD3, Pyramid-Flow): ``x = (1 - σ)·x0 + σ·ε``.
 
     ``σ`` in [0, 1] is the noise fraction (1 = pure noise); ``(a, b, a', b') = (1-σ, σ, -1,
@@ -255,31 +292,17 @@ class FlowPath(_AffinePath):
         """The training target ``v = noise - x0`` (independent of σ)."""
         return self._velocity(x0, noise, 0.0, None)
 
-    def sample(
-        self,
-        x0: torch.Tensor,
-        sigma: Sigma,
-        noise: torch.Tensor | None = None,
-        generator: GeneratorLike = None,
-        *,
-        layout: str = "BCTHW",
-    ) -> PathSample:
-        """Training input at ``sigma``: ``x = (1-σ)·x0 + σ·ε``, target ``v = ε - x0``.
-
-        ``noise`` defaults to :func:`vidnoise.noise.randn` of ``x0``'s shape with ``generator``
-        (one generator, or one per item of dim 0: item i then depends only on generator i).
-        """
-        _check_batched("x0", x0)
+    def _noisy(self, x0, noise, sigma, generator, layout):
         noise = _noise_for(x0, noise, generator)
-        s = self._level(sigma, x0.shape, x0.device, layout)
-        x = self.add_noise(x0, noise, sigma, layout=layout)
-        target = self.velocity(x0, noise)
-        return PathSample(x, target, level_out(sigma, s, x0.shape[0], x0.dtype, x0.device), noise)
+        return self.add_noise(x0, noise, sigma, layout=layout), noise
+
+    def _target(self, x0, noise):
+        return self.velocity(x0, noise)
 
 
 # ----------------------------------------------------------------------------- EDM
 @dataclass(frozen=True)
-class EDMPath(_AffinePath):
+class EDMPath(_SigmaPath):
     """Variance exploding path (EDM, DIAMOND): ``x = x0 + σ·ε (+ offset_noise·η)``.
 
     ``σ`` in [0, ∞) is the noise std; ``(a, b, a', b') = (1, σ, 0, 1)``, so the ODE derivative
@@ -387,25 +410,12 @@ class EDMPath(_AffinePath):
             check_choice("layout", layout, LAYOUTS)
         return _EDMDenoiser(check_callable("network", network), self, layout)
 
-    def sample(
-        self,
-        x0: torch.Tensor,
-        sigma: Sigma,
-        noise: torch.Tensor | None = None,
-        generator: GeneratorLike = None,
-        *,
-        layout: str = "BCTHW",
-    ) -> PathSample:
-        """Training input: ``x = x0 + σ·ε (+ offset)``, target ``x0`` (the denoiser's).
-
-        With a sequence of generators, item i's noise and then its offset are drawn from
-        generator i; with ``noise`` given, the generator draws only the offset.
-        """
-        _check_batched("x0", x0)
+    def _noisy(self, x0, noise, sigma, generator, layout):
         noise = _noise_for(x0, noise, generator if noise is None else None)
-        s = self._level(sigma, x0.shape, x0.device, layout)
-        x = self.add_noise(x0, noise, sigma, generator=generator, layout=layout)
-        return PathSample(x, x0, level_out(sigma, s, x0.shape[0], x0.dtype, x0.device), noise)
+        return self.add_noise(x0, noise, sigma, generator=generator, layout=layout), noise
+
+    def _target(self, x0, noise):
+        return x0
 
 
 def _offset_eta(shape, offset, generator, like: torch.Tensor) -> torch.Tensor:

@@ -265,10 +265,45 @@ def _replace(p: Preset, **kw) -> Preset:
 
 _WAN = "Wan-Video/Wan2.1 generate.py (_validate_args), wan/text2video.py, " \
        "wan/utils/fm_solvers_unipc.py (FlowUniPCMultistepScheduler.set_timesteps)"
-_WAN_TS = "t = 1000 σ (diffusers FlowMatch convention), output v = ε - x0"
+_WAN_DIFFUSERS = "diffusers schedulers/scheduling_unipc_multistep.py (use_flow_sigmas)"
+_FLOWMATCH_T = "t = 1000 σ (diffusers FlowMatch convention), output v = ε - x0"
 
-_PRESETS = {
-    "mochi-1": Preset(
+
+def _flow(**kw) -> Preset:
+    """A flow preset in diffusers' FlowMatch convention: the network takes ``t = 1000 σ`` and
+    predicts ``v = ε - x0`` (``kw`` may extend ``prediction``)."""
+    base = dict(kind="flow", timestep=_FLOWMATCH_T, prediction="v = ε - x0 (flow)")
+    return Preset(**{**base, **kw})
+
+
+def _wan_pair(name: str, *, official: dict, diffusers: dict, **common) -> tuple[Preset, ...]:
+    """A Wan model's two presets: ``name`` on the official grid and ``name-diffusers`` on
+    diffusers' grid, each the other's ``alternative``. Both are flow models of 81 frames with
+    Wan's VAE (8x spatial, 4x temporal) and patch (1, 2, 2), ``t = 1000 σ`` and a ``v`` target;
+    ``common`` holds the model's settings, ``official`` / ``diffusers`` each grid's sources."""
+    wan = dict(dict(frames=81, vae_spatial=8, vae_temporal=4, patch=(1, 2, 2)), **common)
+    other = f"{name}-diffusers"
+    return (
+        _flow(name=name, grid="wan-official", alternative=other, **wan, **official),
+        _flow(name=other, grid="wan-diffusers", alternative=name, **wan, **diffusers),
+    )
+
+
+def _cogvideox(name: str, snr_shift_scale: float, sources: str) -> Preset:
+    """A CogVideoX preset: VP with ``VPPath.cogvideox(snr_shift_scale)``, v-prediction, the
+    trailing DDIM grid, 50 steps, guidance 6, 480x720, 49 frames."""
+    return Preset(
+        name=name, kind="vp", grid="vp-trailing", steps=50, guidance=6.0,
+        snr_shift_scale=snr_shift_scale, height=480, width=720, frames=49,
+        timestep=f"integer t in [0, 999]; abar_t from VPPath.cogvideox({snr_shift_scale})",
+        prediction="v = sqrt(abar) ε - sqrt(1-abar) x0",
+        training_sigma="uniform integer t",
+        grid_source="diffusers schedulers/scheduling_ddim_cogvideox.py (trailing spacing)",
+        sources=sources)
+
+
+_PRESETS = {p.name: p for p in (
+    Preset(
         name="mochi-1", kind="flow", grid="linear-quadratic", steps=64, guidance=6.0,
         threshold_noise=0.025, height=480, width=848, frames=163,
         timestep="t = 1000 (1 - σ) (reversed); output x0 - ε = -v",
@@ -279,20 +314,18 @@ _PRESETS = {
                     "pipelines/mochi/pipeline_mochi.py",
         sources="genmoai/mochi demos/cli.py (num_steps 64, cfg_scale 6.0, 480x848, 163 "
                 "frames); diffusers MochiPipeline defaults 64 steps, guidance 4.5"),
-    "hunyuanvideo": Preset(
-        name="hunyuanvideo", kind="flow", grid="shifted-linear", steps=50, guidance=6.0,
-        shift=7.0, height=720, width=1280, frames=129, timestep=_WAN_TS,
-        prediction="v = ε - x0 (flow)",
+    _flow(
+        name="hunyuanvideo", grid="shifted-linear", steps=50, guidance=6.0, shift=7.0,
+        height=720, width=1280, frames=129,
         grid_source="Tencent/HunyuanVideo hyvideo/diffusion/schedulers/"
                     "scheduling_flow_match_discrete.py (linspace(1, 0, n+1), SD3 shift); "
                     "diffusers pipelines/hunyuan_video/pipeline_hunyuan_video.py (same)",
         sources="Tencent/HunyuanVideo hyvideo/config.py (--flow-shift 7.0, "
                 "--infer-steps 50, --embedded-cfg-scale 6.0, 720x1280, 129 frames)"),
-    "ltx-video": Preset(
-        name="ltx-video", kind="flow", grid="ltx", steps=50, guidance=3.0,
+    _flow(
+        name="ltx-video", grid="ltx", steps=50, guidance=3.0,
         height=512, width=704, frames=161, vae_spatial=32, vae_temporal=8,
-        dynamic=(1024, 4096, 0.95, 2.05), shift_terminal=0.1, timestep=_WAN_TS,
-        prediction="v = ε - x0 (flow)",
+        dynamic=(1024, 4096, 0.95, 2.05), shift_terminal=0.1,
         grid_source="diffusers pipelines/ltx/pipeline_ltx.py (sigmas linspace(1, 1/n, n), "
                     "mu = calculate_shift(seq_len)) with the Lightricks/LTX-Video-0.9 "
                     "scheduler config; Lightricks/LTX-Video ltx_video/schedulers/rf.py "
@@ -301,90 +334,60 @@ _PRESETS = {
                 "2.05, base/max_image_seq_len 1024/4096, shift_terminal 0.1); diffusers "
                 "LTXPipeline defaults (50 steps, guidance 3, 512x704, 161 frames; VAE 32x "
                 "spatial, 8x temporal, patch 1)"),
-    "wan2.1-t2v-14b": Preset(
-        name="wan2.1-t2v-14b", kind="flow", grid="wan-official", steps=50, guidance=5.0,
-        shift=5.0, height=720, width=1280, frames=81, vae_spatial=8, vae_temporal=4,
-        patch=(1, 2, 2), timestep=_WAN_TS, prediction="v = ε - x0 (flow)",
-        training_sigma="uniform t with shift (Wan2.1 report)",
-        alternative="wan2.1-t2v-14b-diffusers", grid_source=_WAN, sources=_WAN),
-    "wan2.1-t2v-14b-diffusers": Preset(
-        name="wan2.1-t2v-14b-diffusers", kind="flow", grid="wan-diffusers", steps=50,
-        guidance=5.0, shift=5.0, height=720, width=1280, frames=81, vae_spatial=8,
-        vae_temporal=4, patch=(1, 2, 2), timestep=_WAN_TS, prediction="v = ε - x0 (flow)",
-        alternative="wan2.1-t2v-14b",
-        grid_source="diffusers schedulers/scheduling_unipc_multistep.py (use_flow_sigmas, "
-                    "flow_shift 5.0 of Wan-AI/Wan2.1-T2V-14B-Diffusers scheduler config)",
-        sources="diffusers pipelines/wan/pipeline_wan.py (50 steps, guidance 5.0)"),
-    "wan2.1-i2v-480p": Preset(
-        name="wan2.1-i2v-480p", kind="flow", grid="wan-official", steps=40, guidance=5.0,
-        shift=3.0, height=480, width=832, frames=81, vae_spatial=8, vae_temporal=4,
-        patch=(1, 2, 2), timestep=_WAN_TS, prediction="v = ε - x0 (flow)",
-        alternative="wan2.1-i2v-480p-diffusers", grid_source=_WAN,
-        sources=_WAN + " (i2v: 40 steps; shift 3.0 at 832*480)"),
-    "wan2.1-i2v-480p-diffusers": Preset(
-        name="wan2.1-i2v-480p-diffusers", kind="flow", grid="wan-diffusers", steps=40,
-        guidance=5.0, shift=3.0, height=480, width=832, frames=81, vae_spatial=8,
-        vae_temporal=4, patch=(1, 2, 2), timestep=_WAN_TS, prediction="v = ε - x0 (flow)",
-        alternative="wan2.1-i2v-480p",
-        grid_source="diffusers schedulers/scheduling_unipc_multistep.py (use_flow_sigmas)",
-        sources="diffusers pipelines/wan/pipeline_wan_i2v.py"),
-    "wan2.2-t2v-a14b": Preset(
-        name="wan2.2-t2v-a14b", kind="flow", grid="wan-official", steps=40, guidance=3.0,
-        guidance_2=4.0, shift=12.0, boundary=0.875, height=720, width=1280, frames=81,
-        vae_spatial=8, vae_temporal=4, patch=(1, 2, 2), timestep=_WAN_TS,
-        prediction="v = ε - x0 (flow); two experts",
-        alternative="wan2.2-t2v-a14b-diffusers",
-        grid_source="Wan-Video/Wan2.2 wan/utils/fm_solvers_unipc.py (as Wan2.1)",
-        sources="Wan-Video/Wan2.2 wan/configs/wan_t2v_A14B.py (sample_shift 12.0, "
-                "sample_steps 40, boundary 0.875, sample_guide_scale (3.0 low-noise, 4.0 "
-                "high-noise)); wan/text2video.py (high-noise expert while t >= boundary*1000)"),
-    "wan2.2-t2v-a14b-diffusers": Preset(
-        name="wan2.2-t2v-a14b-diffusers", kind="flow", grid="wan-diffusers", steps=40,
-        guidance=3.0, guidance_2=4.0, shift=12.0, boundary=0.875, height=720, width=1280,
-        frames=81, vae_spatial=8, vae_temporal=4, patch=(1, 2, 2), timestep=_WAN_TS,
-        prediction="v = ε - x0 (flow); two experts", alternative="wan2.2-t2v-a14b",
-        grid_source="diffusers schedulers/scheduling_unipc_multistep.py (use_flow_sigmas)",
-        sources="diffusers pipelines/wan/pipeline_wan.py (boundary_ratio; transformer "
-                "while t >= boundary_ratio * 1000, else transformer_2)"),
-    "cogvideox-2b": Preset(
-        name="cogvideox-2b", kind="vp", grid="vp-trailing", steps=50, guidance=6.0,
-        snr_shift_scale=3.0, height=480, width=720, frames=49,
-        timestep="integer t in [0, 999]; abar_t from VPPath.cogvideox(3.0)",
-        prediction="v = sqrt(abar) ε - sqrt(1-abar) x0",
-        training_sigma="uniform integer t",
-        grid_source="diffusers schedulers/scheduling_ddim_cogvideox.py (trailing spacing)",
-        sources="THUDM/CogVideo sat/configs/cogvideox_2b.yaml (ZeroSNRDDPMDiscretization "
-                "shift_scale 3.0, v-prediction); diffusers CogVideoXPipeline (50 steps, "
-                "guidance 6, 480x720, 49 frames)"),
-    "cogvideox-5b": Preset(
-        name="cogvideox-5b", kind="vp", grid="vp-trailing", steps=50, guidance=6.0,
-        snr_shift_scale=1.0, height=480, width=720, frames=49,
-        timestep="integer t in [0, 999]; abar_t from VPPath.cogvideox(1.0)",
-        prediction="v = sqrt(abar) ε - sqrt(1-abar) x0",
-        training_sigma="uniform integer t",
-        grid_source="diffusers schedulers/scheduling_ddim_cogvideox.py (trailing spacing)",
-        sources="THUDM/CogVideo sat/configs/cogvideox_5b.yaml (shift_scale 1.0); diffusers "
-                "CogVideoXPipeline (50 steps, guidance 6)"),
-    "sd3": Preset(
-        name="sd3", kind="flow", grid="diffusers-default", steps=28, guidance=7.0, shift=3.0,
-        height=1024, width=1024, frames=1, timestep=_WAN_TS,
-        prediction="v = ε - x0 (flow)",
+    *_wan_pair(
+        "wan2.1-t2v-14b", steps=50, guidance=5.0, shift=5.0, height=720, width=1280,
+        official=dict(training_sigma="uniform t with shift (Wan2.1 report)",
+                      grid_source=_WAN, sources=_WAN),
+        diffusers=dict(
+            grid_source="diffusers schedulers/scheduling_unipc_multistep.py (use_flow_sigmas, "
+                        "flow_shift 5.0 of Wan-AI/Wan2.1-T2V-14B-Diffusers scheduler config)",
+            sources="diffusers pipelines/wan/pipeline_wan.py (50 steps, guidance 5.0)")),
+    *_wan_pair(
+        "wan2.1-i2v-480p", steps=40, guidance=5.0, shift=3.0, height=480, width=832,
+        official=dict(grid_source=_WAN, sources=_WAN + " (i2v: 40 steps; shift 3.0 at 832*480)"),
+        diffusers=dict(grid_source=_WAN_DIFFUSERS,
+                       sources="diffusers pipelines/wan/pipeline_wan_i2v.py")),
+    *_wan_pair(
+        "wan2.2-t2v-a14b", steps=40, guidance=3.0, guidance_2=4.0, shift=12.0, boundary=0.875,
+        height=720, width=1280, prediction="v = ε - x0 (flow); two experts",
+        official=dict(
+            grid_source="Wan-Video/Wan2.2 wan/utils/fm_solvers_unipc.py (as Wan2.1)",
+            sources="Wan-Video/Wan2.2 wan/configs/wan_t2v_A14B.py (sample_shift 12.0, "
+                    "sample_steps 40, boundary 0.875, sample_guide_scale (3.0 low-noise, 4.0 "
+                    "high-noise)); wan/text2video.py (high-noise expert while t >= "
+                    "boundary*1000)"),
+        diffusers=dict(
+            grid_source=_WAN_DIFFUSERS,
+            sources="diffusers pipelines/wan/pipeline_wan.py (boundary_ratio; transformer "
+                    "while t >= boundary_ratio * 1000, else transformer_2)")),
+    _cogvideox(
+        "cogvideox-2b", 3.0,
+        "THUDM/CogVideo sat/configs/cogvideox_2b.yaml (ZeroSNRDDPMDiscretization "
+        "shift_scale 3.0, v-prediction); diffusers CogVideoXPipeline (50 steps, "
+        "guidance 6, 480x720, 49 frames)"),
+    _cogvideox(
+        "cogvideox-5b", 1.0,
+        "THUDM/CogVideo sat/configs/cogvideox_5b.yaml (shift_scale 1.0); diffusers "
+        "CogVideoXPipeline (50 steps, guidance 6)"),
+    _flow(
+        name="sd3", grid="diffusers-default", steps=28, guidance=7.0, shift=3.0, height=1024,
+        width=1024, frames=1,
         training_sigma="logit-normal(0, 1) (SD3 paper, rf/lognorm(0.00, 1.00))",
         grid_source="diffusers schedulers/scheduling_flow_match_euler_discrete.py (default "
                     "grid, shift 3.0 of stabilityai/stable-diffusion-3-medium-diffusers); "
                     "Stability-AI/sd3.5 sd3_infer.py get_sigmas builds the same grid",
         sources="diffusers pipelines/stable_diffusion_3/pipeline_stable_diffusion_3.py "
                 "(28 steps, guidance 7.0)"),
-    "flux": Preset(
-        name="flux", kind="flow", grid="flux", steps=50, guidance=3.5, height=768,
-        width=1360, frames=1, vae_spatial=8, patch=(1, 2, 2), dynamic=(256, 4096, 0.5, 1.15),
-        timestep=_WAN_TS, prediction="v = ε - x0 (flow); guidance distilled (dev)",
+    _flow(
+        name="flux", grid="flux", steps=50, guidance=3.5, height=768, width=1360, frames=1,
+        vae_spatial=8, patch=(1, 2, 2), dynamic=(256, 4096, 0.5, 1.15),
+        prediction="v = ε - x0 (flow); guidance distilled (dev)",
         grid_source="black-forest-labs/flux src/flux/sampling.py (get_schedule: "
                     "linspace(1, 0, n+1), time_shift(mu), mu linear in (h/16)(w/16) from "
                     "(256, 0.5) to (4096, 1.15)); diffusers FluxPipeline builds the same",
         sources="black-forest-labs/flux src/flux/cli.py (flux-dev: 50 steps, guidance 3.5, "
                 "1360x768)"),
-    "pyramid-flow": Preset(
+    Preset(
         name="pyramid-flow", kind="flow", grid="pyramid", steps=20, guidance=9.0,
         timestep="stage pseudo-time (PyramidSchedule.timestep_range)",
         prediction="v = ε - x0 per stage (flow)",
@@ -394,7 +397,7 @@ _PRESETS = {
         sources="jy0205/Pyramid-Flow README / app.py (num_inference_steps [20, 20, 20], "
                 "video_num_inference_steps [10, 10, 10], guidance_scale 9.0, "
                 "video_guidance_scale 5.0)"),
-    "diamond": Preset(
+    Preset(
         name="diamond", kind="edm", grid="karras", steps=3, guidance=None,
         timestep="c_noise = ln(σ)/4 (EDM)", prediction="EDM preconditioned x0",
         training_sigma="lognormal(loc -0.4, scale 1.2) clipped to [2e-3, 20]",
@@ -408,7 +411,7 @@ _PRESETS = {
                 "num_steps_denoising 3, sigma_min 2e-3, sigma_max 5.0, rho 7, order 1, "
                 "s_churn 0; training sigma_distribution loc -0.4, scale 1.2, [2e-3, 20]); "
                 "the sampler starts from unit noise (init 'unit' of sample_edm)"),
-}
+)}
 
 
 def names() -> tuple[str, ...]:

@@ -36,19 +36,19 @@ MODE_SCALE_MAX = 2.0 / (math.pi - 2.0)
 _BELOW_ONE = 1.0 - 2.0**-24  # largest float32 below 1
 
 
-def _uniforms(batch_size, generator, device, stratified) -> torch.Tensor:
+def _uniforms(
+    batch_size, generator, device, stratified, shift
+) -> tuple[torch.Tensor, float | None]:
+    """Every sampler's start: the checked ``shift`` (None, or a float > 0) and the (B,)
+    float64 uniforms ``u`` in [0, 1), stratified if asked."""
+    if shift is not None:
+        shift = check_float("shift", shift, low=0.0, low_open=True)
     b = check_int("batch_size", batch_size, minimum=0)
     check_bool("stratified", stratified)
     u = rand((b,), generator=generator, device=device, dtype=torch.float64)
     if stratified and b > 0:
         u = (torch.arange(b, dtype=u.dtype, device=u.device) + u) / b
-    return u
-
-
-def _check_shift(shift) -> float | None:
-    if shift is None:
-        return None
-    return check_float("shift", shift, low=0.0, low_open=True)
+    return u, shift
 
 
 def _flow_out(sigma: torch.Tensor, shift: float | None) -> torch.Tensor:
@@ -70,8 +70,8 @@ def uniform(
 
     Returns a (B,) float32 tensor in [0, 1) (float64 draws rounded to float32).
     """
-    shift = _check_shift(shift)
-    return _flow_out(_uniforms(batch_size, generator, device, stratified), shift)
+    u, shift = _uniforms(batch_size, generator, device, stratified, shift)
+    return _flow_out(u, shift)
 
 
 def logit_normal(
@@ -91,8 +91,7 @@ def logit_normal(
     """
     mean = check_float("mean", mean)
     std = check_float("std", std, low=0.0, low_open=True)
-    shift = _check_shift(shift)
-    u = _uniforms(batch_size, generator, device, stratified)
+    u, shift = _uniforms(batch_size, generator, device, stratified, shift)
     return _flow_out(torch.sigmoid(mean + std * torch.special.ndtri(u)), shift)
 
 
@@ -115,8 +114,7 @@ def mode(
     monotone. Returns (B,) float32 in [0, 1).
     """
     s = check_float("scale", scale, low=-1.0, high=MODE_SCALE_MAX)
-    shift = _check_shift(shift)
-    u = _uniforms(batch_size, generator, device, stratified)
+    u, shift = _uniforms(batch_size, generator, device, stratified, shift)
     sigma = u - s * (torch.sin(0.5 * math.pi * u) ** 2 - u)
     return _flow_out(sigma, shift)
 
@@ -149,8 +147,7 @@ def lognormal(
         hi = check_float("clip[1]", clip[1], low=0.0, allow_inf=True)
         if not lo < hi:
             raise ValueError(f"clip must satisfy 0 <= low < high, got {tuple(clip)}")
-    shift = _check_shift(shift)
-    u = _uniforms(batch_size, generator, device, stratified)
+    u, shift = _uniforms(batch_size, generator, device, stratified, shift)
     sigma = torch.exp(loc + scale * torch.special.ndtri(u))
     if shift is not None:
         sigma = sigma * shift
