@@ -14,11 +14,11 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
 
+from _timing import bench_args, interleaved
 from vidnoise.frames import (
     chunk_schedule,
     diffusion_forcing_matrix,
@@ -31,19 +31,6 @@ from vidnoise.samplers import sample_flow
 
 SHAPES = ((1, 16, 8, 32, 32), (1, 16, 8, 8, 8))
 STEPS = 32
-
-
-def _interleaved(fns: dict, repeats: int) -> dict:
-    """Median seconds of each fn over ``repeats`` rounds, the fns interleaved per round."""
-    for fn in fns.values():
-        fn()
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def bench_sampler(shape, repeats):
@@ -59,7 +46,7 @@ def bench_sampler(shape, repeats):
     def model(x, sigma):
         return v
 
-    res = _interleaved({
+    res = interleaved({
         "flow": lambda: sample_flow(model, noise, grid),
         "frames_equal": lambda: sample_frames(model, noise, equal),
         "frames_pyramid": lambda: sample_frames(model, noise, pyr),
@@ -67,13 +54,13 @@ def bench_sampler(shape, repeats):
         "frames_equal_heun": lambda: sample_frames(model, noise, equal, solver="heun"),
     }, repeats)
     assert pyr.shape[0] - 1 == STEPS
-    return {k: val / STEPS for k, val in res.items()}
+    return {k: t.wall / STEPS for k, t in res.items()}
 
 
 def bench_build(repeats):
     tmpl = torch.linspace(1000, 20, 50).long()
     grid = [1.0 - i / 50 for i in range(50)] + [0.0]
-    return _interleaved({
+    res = interleaved({
         "df_matrix": lambda: diffusion_forcing_matrix(1000, 50),
         "df_matrix(grid=)": lambda: diffusion_forcing_matrix(1000, 50, grid=grid),
         "df_matrix+level_sigmas": lambda: level_sigmas(diffusion_forcing_matrix(1000, 50), grid),
@@ -85,14 +72,11 @@ def bench_build(repeats):
         "chunk.unroll": lambda: chunk_schedule([1.0, 0.75, 0.5, 0.25], 4, context=8,
                                                shift=5.0).unroll(1000),
     }, repeats)
+    return {k: t.wall for k, t in res.items()}
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = bench_args(argparse.ArgumentParser(), rounds=15, threads=1, flag="--repeats")
     print(f"torch {torch.__version__}, {args.threads} thread(s), {STEPS} steps, medians of "
           f"{args.repeats} interleaved repeats")
     for shape in SHAPES:

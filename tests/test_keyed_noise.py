@@ -1,14 +1,8 @@
 """Keyed (counter-based) noise: exact oracle, addressing properties, statistics, sharding."""
 
-import json
 import math
-import os
 import random
-import shutil
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +11,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 import vidnoise.noise as vn
+from _harness import torchrun_ranks
 from vidnoise.noise import (
     NoiseKey,
     block_noise,
@@ -292,22 +287,7 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_reproduce_the_full_tensor(tmp_path):
-    torchrun = Path(sys.executable).with_name("torchrun")
-    if not torchrun.exists():
-        torchrun = shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun is not installed")
-    script = tmp_path / "keyed_shards.py"
-    script.write_text(SCRIPT)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
-    p = subprocess.run(
-        [str(torchrun), "--nproc_per_node=2", "--master_port=0", "--standalone", str(script),
-         str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    for rank in (0, 1):
-        r = json.loads((tmp_path / f"rank{rank}.json").read_text())
+    for r in torchrun_ranks(tmp_path, "keyed_shards.py", SCRIPT):
         assert r == {"equal": True, "world": 2}
 
 
