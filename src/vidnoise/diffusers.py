@@ -31,7 +31,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without diffuser
         "vidnoise.diffusers needs diffusers: pip install 'vidnoise[diffusers]'"
     ) from exc
 
-from vidnoise._checks import check_bool, check_callable, check_choice, check_float, check_int
+from vidnoise._checks import (
+    check_bool,
+    check_callable,
+    check_choice,
+    check_float,
+    check_int,
+    work_dtype,
+)
 from vidnoise.paths import VPPath
 
 __all__ = ["FlowScheduler", "VPScheduler", "as_flow_model", "as_denoiser"]
@@ -367,7 +374,7 @@ class FlowScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
             raise ValueError(f"noise must have sample's shape {tuple(sample.shape)}, "
                              f"got {tuple(noise.shape)}")
         idx = self._start_indices(timestep, sample.shape[0] if sample.dim() else 1)
-        wdt = torch.float64 if sample.dtype == torch.float64 else torch.float32
+        wdt = work_dtype(sample.dtype)
         call_sig = self._call_sigmas + [self._nodes[-1]]  # after the last call: the end
         if len(set(idx)) == 1:  # one σ: a host scalar (no copy to the device)
             sig = call_sig[idx[0]]
@@ -410,7 +417,7 @@ class FlowScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
             prev = sample.to(torch.float32) + dt * model_output
             return (prev,) if not return_dict else SchedulerOutput(prev_sample=prev)
         kind, h, _ = self._plan[k]
-        wdt = torch.float64 if sample.dtype == torch.float64 else torch.float32
+        wdt = work_dtype(sample.dtype)
         x = sample.to(wdt)
         out = model_output.to(wdt)
         if kind == "e":
@@ -556,7 +563,7 @@ class VPScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
                     "step; use solver='euler' for video2video, or slice at the step starts "
                     "yourself and call set_begin_index"
                 )
-        wdt = torch.float64 if original_samples.dtype == torch.float64 else torch.float32
+        wdt = work_dtype(original_samples.dtype)
         ab = self.alphas_cumprod.to(original_samples.device)[t].to(wdt)
         ab = ab.reshape((-1,) + (1,) * (original_samples.dim() - 1))
         out = ab.sqrt() * original_samples.to(wdt) + (1 - ab).sqrt() * noise.to(wdt)
@@ -573,7 +580,7 @@ class VPScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
         if t.is_floating_point():
             raise TypeError(f"timesteps must be integers (indices of alphas_cumprod), got "
                             f"dtype {t.dtype}")
-        wdt = torch.float64 if sample.dtype == torch.float64 else torch.float32
+        wdt = work_dtype(sample.dtype)
         ab = self.alphas_cumprod.to(sample.device)[t].to(wdt)
         ab = ab.reshape((-1,) + (1,) * (sample.dim() - 1))
         return (ab.sqrt() * noise.to(wdt) - (1 - ab).sqrt() * sample.to(wdt)).to(sample.dtype)
@@ -661,7 +668,7 @@ class VPScheduler(_CounterMixin, SchedulerMixin, ConfigMixin):
         e = self._plan[k]
         ab, abp = e["ab"], e["abp"]
         dtype = sample.dtype
-        wdt = torch.float64 if dtype == torch.float64 else torch.float32  # half works in fp32
+        wdt = work_dtype(dtype)
         sample, model_output = sample.to(wdt), model_output.to(wdt)
         a = math.sqrt((1 - abp) / (1 - ab))  # sqrt((1-abar')/(1-abar))
         b = math.sqrt(abp) - math.sqrt(ab) * a
