@@ -26,6 +26,7 @@ __all__ = [
     "resolution_shift",
     "resolution_shift_mu",
     "vp_sigmas",
+    "diffusers_flow_grid",
 ]
 
 
@@ -46,10 +47,13 @@ def _check_min_max(sigma_min: float, sigma_max: float) -> None:
 def linear(n: int, sigma_max: float = 1.0, sigma_min: float = 0.0, *, device=None):
     """``n + 1`` evenly spaced values from ``sigma_max`` down to ``sigma_min`` (inclusive).
 
-    The default is the plain flow grid ``1, 1 - 1/n, ..., 0`` (before any :func:`shift`). It
-    is neither diffusers' default FlowMatch grid (whose low end is shifted twice, see
-    ``docs/math.md §12``) nor Mochi's default (:func:`linear_quadratic`). Requires ``n >= 1``
-    and ``0 <= sigma_min < sigma_max``.
+    The default is the plain flow grid ``1, 1 - 1/n, ..., 0`` (before any :func:`shift`).
+    ``shift(linear(n), 7)`` is HunyuanVideo's grid and ``resolution_shift(linear(n), seq_len)``
+    Flux's official ``get_schedule``. It is not diffusers' default FlowMatch grid (SD3):
+    that is :func:`diffusers_flow_grid`, whose low end is shifted twice (n = 28, shift 3: last
+    nonzero σ 0.00893, not 0.1; ``docs/math.md §12``); nor Mochi's default
+    (:func:`linear_quadratic`); nor Wan's official grid (which starts at
+    ``shift(1 - 1/1000)``). Requires ``n >= 1`` and ``0 <= sigma_min < sigma_max``.
     """
     n = check_int("n", n, minimum=1)
     sigma_max = check_float("sigma_max", sigma_max, low=0.0, low_open=True)
