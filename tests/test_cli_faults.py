@@ -338,7 +338,7 @@ def test_main_sets_a_passive_wait_policy_and_threads(tmp_path, capsys):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(n)
-    assert "OMP_WAIT_POLICY" in os.environ
+    assert "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
     p = subprocess_cli(["train", "--help"])
     assert p.returncode == 0 and "(default: 0)" in p.stdout and "--threads" in p.stdout
 
@@ -359,3 +359,18 @@ def test_every_flag_has_help_with_its_default():
             assert text, (name, action.dest)
             if action.default is not None and action.default is not False:
                 assert "default" in text, (name, action.dest, text)
+
+
+def test_thread_env_follows_the_load(monkeypatch):
+    """Busy machine: passive waiting; idle: a brief spin; the user's settings win."""
+    from vidnoise import cli
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.setattr(cli, "available_cores", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.6, 1.0, 1.0))
+    assert cli.thread_env() == {"OMP_WAIT_POLICY": "PASSIVE"}
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 1.0, 1.0))
+    assert cli.thread_env() == {"GOMP_SPINCOUNT": "2000"}
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert cli.thread_env() == {}

@@ -1,11 +1,6 @@
-"""``python -m vidnoise``: the command line (see :mod:`vidnoise.cli`)."""
+"""``python -m vidnoise``: the command line (see :mod:`vidnoise.cli`; :func:`~vidnoise.cli.entry`
+sets the OpenMP waiting before torch loads, restarting the interpreter once if needed)."""
 
-import os
-import sys
-
-if "torch" not in sys.modules:  # else vidnoise.cli.entry restarts with the setting
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from vidnoise.cli import entry  # noqa: E402
+from vidnoise.cli import entry
 
 entry()

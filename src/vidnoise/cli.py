@@ -6,11 +6,12 @@ folder in use, ...) prints one line ``vidnoise: error: ...`` to stderr and retur
 traceback. A run stopped by SIGTERM or SIGINT saves a checkpoint and returns 128 + the
 signal number (143, 130).
 
-Threads: before torch is imported, the command line sets ``OMP_WAIT_POLICY=PASSIVE`` (idle
-OpenMP threads sleep instead of spinning against other processes on the cores), and it uses
-as many threads as cores this process may run on (``os.sched_getaffinity``), or
-``--threads``. :func:`entry` (the ``vidnoise`` script and ``python -m vidnoise``) restarts the
-interpreter once with that setting when torch was imported before it could be made.
+Threads: before torch is imported, the command line chooses how idle OpenMP threads wait
+(:func:`thread_env`: they sleep at once on a busy machine instead of spinning against the
+other processes, and spin briefly on an idle one), and it uses as many threads as cores this
+process may run on (``os.sched_getaffinity``), or ``--threads``. :func:`entry` (the
+``vidnoise`` script and ``python -m vidnoise``) restarts the interpreter once with that
+setting when torch was imported before it could be made.
 """
 
 from __future__ import annotations
@@ -58,9 +59,32 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def thread_env() -> dict[str, str]:
+    """OpenMP waiting for this run; it takes effect only if set before torch loads OpenMP.
+
+    Nothing when the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``. On a busy machine
+    (1-minute load average >= the cores this process may use - 0.5) idle OpenMP threads
+    sleep at once (``OMP_WAIT_POLICY=PASSIVE``): spinning threads fight the other processes
+    for the cores. Otherwise they spin briefly before sleeping (``GOMP_SPINCOUNT=2000``),
+    which keeps the idle-machine speed that passive waiting loses. Measured on the 2-core
+    machine, `vidnoise train --steps 6`: idle, passive 2.8-3.1 s against 2.3-2.5 s for the
+    brief spin and torch's default; with one competing busy process, passive 4.9 s, brief
+    spin 5.3-5.8 s, one thread 4.2-4.6 s, torch's default 8.5-8.7 s (docs/performance.md).
+    """
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return {}
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover - not Unix
+        load = 0.0
+    if load >= available_cores() - 0.5:
+        return {"OMP_WAIT_POLICY": "PASSIVE"}
+    return {"GOMP_SPINCOUNT": "2000"}
+
+
 def _set_thread_env() -> None:
-    """Passive OpenMP waiting (must happen before torch loads its OpenMP runtime)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """:func:`thread_env` into ``os.environ`` (for subprocesses and a later torch import)."""
+    os.environ.update(thread_env())
 
 
 def _float_in(name, low, high=None):
@@ -381,8 +405,9 @@ def entry() -> None:
     """The ``vidnoise`` script and ``python -m vidnoise``: :func:`main` with the thread
     environment set before torch loads (restarting the interpreter once if it was loaded
     already)."""
-    if "OMP_WAIT_POLICY" not in os.environ and "torch" in sys.modules \
-            and not os.environ.get("VIDNOISE_REEXEC"):
-        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", VIDNOISE_REEXEC="1")
+    settings = thread_env()
+    if settings and "torch" in sys.modules and not os.environ.get("VIDNOISE_REEXEC"):
+        env = dict(os.environ, **settings, VIDNOISE_REEXEC="1")
         os.execve(sys.executable, [sys.executable, "-m", "vidnoise", *sys.argv[1:]], env)
+    os.environ.update(settings)
     raise SystemExit(main())
